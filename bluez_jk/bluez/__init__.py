@@ -1,0 +1,1 @@
+"""BlueZ over the system D-Bus with dbus-fast: adapters, devices, GATT, notifications."""

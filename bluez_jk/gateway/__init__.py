@@ -1,0 +1,1 @@
+"""The long-running MQTT gateway: configuration, scheduling, publishing, commands."""

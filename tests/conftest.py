@@ -1,0 +1,21 @@
+"""Shared fixtures. Integration fixtures (private dbus-daemon, simulator, mosquitto) live in
+tests/fixtures.py and are registered here so that every test directory can use them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_vector(name: str) -> dict[str, Any]:
+    return json.loads((DATA / name).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
