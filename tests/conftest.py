@@ -19,3 +19,7 @@ def load_vector(name: str) -> dict[str, Any]:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+# Integration fixtures, importable from every test module through this conftest.
+from tests.fixtures.mqtt import Broker, MqttProbe, mosquitto, mqtt_probe  # noqa: E402, F401
