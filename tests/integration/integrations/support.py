@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -114,3 +115,133 @@ class Influx:
         request = urllib.request.Request(url, data=lines.encode(), method="POST")
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 204, resp.read()
+
+
+REPO = Path(__file__).resolve().parents[3]
+FLOW = REPO / "config" / "node-red" / "jk-bms-flow.json"
+SETUP = REPO / "tools" / "setup_integrations.sh"
+
+
+def node_red_dir() -> Path:
+    return Path(
+        os.environ.get("BLUEZ_JK_NODE_RED_DIR", Path.home() / ".cache" / "bluez-jk" / "node-red")
+    )
+
+
+def ensure_node_red() -> Path:
+    """The cached Node-RED install; installs it (idempotent script) when the cache is empty."""
+    red_js = node_red_dir() / "node_modules" / "node-red" / "red.js"
+    if not red_js.exists():
+        subprocess.run(["bash", str(SETUP)], check=False, timeout=600)
+    if not red_js.exists():
+        pytest.fail(
+            f"Node-RED is not installed in {node_red_dir()}: run {SETUP} (or set {SKIP_ENV}=1)"
+        )
+    return red_js
+
+
+def shipped_flow(broker_host: str, broker_port: int) -> list[dict[str, Any]]:
+    """The shipped flow with its one setting (the broker) pointed at the test broker."""
+    flow: list[dict[str, Any]] = json.loads(FLOW.read_text())
+    brokers = [n for n in flow if n["type"] == "mqtt-broker"]
+    assert len(brokers) == 1, "the broker must be one obvious setting"
+    brokers[0]["broker"] = broker_host
+    brokers[0]["port"] = str(broker_port)
+    return flow
+
+
+@dataclass
+class NodeRed:
+    """Node-RED from the cache dir, running the shipped flow with a private user dir."""
+
+    workdir: Path
+    flow: list[dict[str, Any]]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "node-red.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        red_js = ensure_node_red()
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "flows.json").write_text(json.dumps(self.flow))
+        # Loopback only, no palette installs, no update checks: tests talk to 127.0.0.1 only.
+        (self.workdir / "settings.js").write_text(
+            "module.exports = {\n"
+            f'  uiHost: "127.0.0.1", uiPort: {self.port}, flowFile: "flows.json",\n'
+            '  credentialSecret: false, httpAdminRoot: "/admin", httpNodeRoot: "/",\n'
+            '  logging: { console: { level: "info", metrics: false, audit: false } },\n'
+            "  diagnostics: { enabled: false, ui: false },\n"
+            "  telemetry: { enabled: false, updateNotification: false },\n"
+            "  externalModules: { autoInstall: false, palette: { allowInstall: false } },\n"
+            "  editorTheme: { tours: false },\n"
+            "};\n"
+        )
+        self.proc = subprocess.Popen(
+            [
+                require_binary("node"),
+                str(red_js),
+                "--userDir",
+                str(self.workdir),
+                "--settings",
+                str(self.workdir / "settings.js"),
+            ],
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Node-RED exited with {self.proc.returncode}:\n{self.log()}")
+            log = self.log()
+            if "Started flows" in log and "Connected to broker" in log:
+                return
+            time.sleep(0.05)  # waiting for log lines; bounded by the deadline
+        raise RuntimeError(f"Node-RED did not start its flows within {timeout_s} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def request(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, data=b"" if method == "POST" else None
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                body = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            body, status = err.read(), err.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+
+    def wait_json(self, path: str, predicate: Any, timeout_s: float = 10.0) -> Any:
+        """GET `path` until `predicate(json)` holds (bounded); returns that JSON."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            status, last = self.request(path)
+            if status == 200 and predicate(last):
+                return last
+            time.sleep(0.05)  # polling an HTTP endpoint; bounded by the deadline
+        raise AssertionError(f"GET {path} never satisfied the condition; last answer {last!r}")
