@@ -323,9 +323,8 @@ def gateway_discovery_configs(
 def device_identifier(reading: Reading) -> str:
     """The BMS's own serial number when known, else its MAC (before device info arrived)."""
     serial = reading["status"]["device_info"].get("serial_number")
-    if isinstance(serial, str) and serial.strip():
-        return f"bluez_jk_{_slug(serial)}"
-    return f"bluez_jk_{_slug(reading['address'])}"
+    slug = _slug(serial) if isinstance(serial, str) else ""
+    return f"bluez_jk_{slug or _slug(reading['address'])}"
 
 
 def bms_device(name: str, reading: Reading, *, node_id: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -20,7 +22,7 @@ from bluez_jk.gateway.discovery import (
     gateway_identifier,
 )
 from bluez_jk.gateway.metrics import to_metrics
-from bluez_jk.reading import Reading, error_reading
+from bluez_jk.reading import Reading, error_reading, new_reading
 from tests.unit.integrations.ha_schema import SCHEMAS
 from tests.unit.integrations.readings import VECTOR_SETS, vector_reading, with_cell_info
 
@@ -268,3 +270,48 @@ def test_schema_rejects_what_ha_rejects(change: dict[str, Any]) -> None:
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(jsonschema.ValidationError):
         VALIDATORS["sensor"].validate(config)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    cell_info=st.dictionaries(
+        st.sampled_from(
+            [
+                "total_voltage",
+                "current",
+                "battery_soc",
+                "temperature_sensor_1",
+                "temperature_sensor_3",
+                "temperature_mos",
+                "error_bitmask",
+                "charging_switch_enabled",
+                "balancing_action",
+                "cycle_count",
+                "state_of_health",
+            ]
+        ),
+        st.one_of(st.none(), st.booleans(), st.integers(0, 2**32 - 1), st.floats(-50, 100)),
+    ),
+    cells=st.integers(0, 32),
+    protocol=st.sampled_from(["JK02_24S", "JK02_32S", "JK04"]),
+    serial=st.one_of(st.none(), st.text(min_size=1, max_size=16)),
+)
+def test_any_reading_gives_valid_payloads_whose_templates_resolve(
+    cell_info: dict[str, Any], cells: int, protocol: str, serial: str | None
+) -> None:
+    reading = new_reading("jk-2", "C8:47:80:37:02:E8", None)
+    reading["protocol"] = protocol  # type: ignore[typeddict-item]
+    reading["status"]["cell_info"] = {
+        **cell_info,
+        "voltages": [3.3] * cells,
+        "resistances": [0.08] * cells,
+    }
+    if serial is not None:
+        reading["status"]["device_info"]["serial_number"] = serial
+    payloads = state_payloads(reading, "jk-2")
+    result = configs(reading, "jk-2")
+    assert len({c["unique_id"] for c in result.values()}) == len(result)
+    for topic, config in result.items():
+        VALIDATORS[topic.split("/")[1]].validate(config)
+        assert render(config["value_template"], payloads[config["state_topic"]])
+        assert re.fullmatch(r"bluez_jk_[a-z0-9_]+", config["device"]["identifiers"][0])
