@@ -96,15 +96,19 @@ def cell_count(reading: Reading) -> int:
     return last
 
 
+def _cells(reading: Reading, key: str) -> list[float]:
+    values = reading["status"]["cell_info"].get(key) or []
+    # A value that is not a finite number reads as 0, the frame's own "absent cell" value.
+    return [float(_number(v) or 0) for v in values[: cell_count(reading)]]
+
+
 def cell_voltages(reading: Reading) -> list[float]:
     """The voltages of the pack's cells, trimmed to `cell_count`."""
-    voltages = reading["status"]["cell_info"].get("voltages") or []
-    return [float(v) for v in voltages[: cell_count(reading)]]
+    return _cells(reading, "voltages")
 
 
 def cell_resistances(reading: Reading) -> list[float]:
-    resistances = reading["status"]["cell_info"].get("resistances") or []
-    return [float(r) for r in resistances[: cell_count(reading)]]
+    return _cells(reading, "resistances")
 
 
 def _copy(
@@ -133,7 +137,7 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
     total_voltage = _number(info.get("total_voltage"), 3)
     if total_voltage is None and voltages:
         # JK04 units are balancers without a pack-voltage field: the pack is the sum of cells.
-        total_voltage = round(sum(voltages), 3)
+        total_voltage = _number(sum(voltages), 3)
     if total_voltage is not None:
         out["total_voltage"] = total_voltage
     current = _number(info.get("current"), 3)
@@ -142,7 +146,7 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
     power = _number(info.get("power"), 3)
     if power is None and total_voltage is not None and current is not None:
         # The frame's power field is an unsigned magnitude (jk_protocol.md 5.2): derive the sign.
-        power = round(total_voltage * current, 3)
+        power = _number(total_voltage * current, 3)
     if power is not None:
         out["power"] = power
         out["charging_power"] = round(max(0.0, power), 3)
@@ -164,8 +168,13 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
             low, high = min(present), max(present)
             out["cell_v_min"] = round(low, 3)
             out["cell_v_max"] = round(high, 3)
-            out["cell_v_delta"] = round(high - low, 3)
-            out["cell_v_avg"] = round(sum(present) / len(present), 3)
+            for key, value in (
+                ("cell_v_delta", high - low),
+                ("cell_v_avg", sum(present) / len(present)),
+            ):
+                finite = _number(value, 3)
+                if finite is not None:
+                    out[key] = finite
             # 1-based like the app and esphome (the frame's own indices are 0-based).
             out["cell_v_min_cell"] = voltages.index(low) + 1
             out["cell_v_max_cell"] = voltages.index(high) + 1
