@@ -64,6 +64,8 @@ WARNING_BITS: tuple[tuple[str, str], ...] = (
     ("gps_remote_lock", "GPS remote lock"),
 )
 WARNING_BITS_24S = 16
+# GPS-module and password-reminder bits mean nothing without those accessories: hidden by default.
+WARNING_BITS_HIDDEN = frozenset({"gps_disconnected", "modify_password_in_time", "gps_remote_lock"})
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ def _warning_entities(bits: int) -> list[Entity]:
                 ),
                 device_class="problem",
                 entity_category="diagnostic",
+                enabled_by_default=slug not in WARNING_BITS_HIDDEN,
             )
         )
     return entities
