@@ -23,6 +23,9 @@ import pytest
 
 from tests.fixtures.mqtt import free_port
 
+REPO = Path(__file__).resolve().parents[3]
+FLOW = REPO / "config" / "node-red" / "jk-bms-flow.json"
+SETUP = REPO / "tools" / "setup_integrations.sh"
 SKIP_ENV = "BLUEZ_JK_SKIP_INTEGRATIONS"
 # Every test module here carries this mark: they skip only when asked to.
 skip_if_asked = pytest.mark.skipif(
@@ -31,10 +34,18 @@ skip_if_asked = pytest.mark.skipif(
 )
 
 
-def require_binary(name: str) -> str:
-    found = shutil.which(name) or next(
+def _which(name: str) -> str | None:
+    return shutil.which(name) or next(
         (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None
     )
+
+
+def require_binary(name: str) -> str:
+    """The binary's path; runs the idempotent setup script once if it is missing."""
+    found = _which(name)
+    if not found:
+        subprocess.run(["bash", str(SETUP)], check=False, timeout=600)
+        found = _which(name)
     if not found:
         pytest.fail(
             f"{name} is not installed: run tools/setup_integrations.sh (or set {SKIP_ENV}=1)"
@@ -115,11 +126,6 @@ class Influx:
         request = urllib.request.Request(url, data=lines.encode(), method="POST")
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 204, resp.read()
-
-
-REPO = Path(__file__).resolve().parents[3]
-FLOW = REPO / "config" / "node-red" / "jk-bms-flow.json"
-SETUP = REPO / "tools" / "setup_integrations.sh"
 
 
 def node_red_dir() -> Path:
