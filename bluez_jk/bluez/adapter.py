@@ -1,0 +1,231 @@
+"""Adapters: choosing one, discovery sessions, finding a device that BlueZ has not cached, and
+listing what is nearby (jk-ble-scan)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import Message, Variant
+
+from bluez_jk.bluez.bus import (
+    OBJECT_MANAGER,
+    PROPERTIES,
+    BluezBus,
+    ManagedObjects,
+    interfaces_rule,
+    properties_changed_rule,
+    signal_body,
+)
+from bluez_jk.bluez.paths import BLUEZ_ROOT, adapter_name, adapter_path, is_under
+from bluez_jk.errors import AdapterNotFound, BusError, InProgress, JkError
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "org.bluez.Adapter1"
+DEVICE = "org.bluez.Device1"
+JK_SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
+# 0x0B65 is the common JK company id, 0x4B4A ("JK") seen on a BD4A8S (jk_protocol.md 1.1).
+JK_MANUFACTURER_IDS = frozenset({0x0B65, 0x4B4A})
+
+
+def resolve_adapter(objects: ManagedObjects, adapter: str | None) -> str:
+    """The object path of `hciN`, or of the default adapter: the first powered one that can be
+    central (what Bleak picks too), else the first one at all."""
+    adapters = sorted(
+        (path, ifaces[ADAPTER])
+        for path, ifaces in objects.items()
+        if ADAPTER in ifaces and is_under(path, BLUEZ_ROOT)
+    )
+    if adapter is not None:
+        wanted = adapter_path(adapter)
+        for path, _props in adapters:
+            if path == wanted:
+                return path
+        known = ", ".join(adapter_name(p) for p, _ in adapters) or "none"
+        raise AdapterNotFound(f"no adapter {adapter} (present: {known})", stage="adapter")
+    for path, props in adapters:
+        roles = props.get("Roles")
+        if props.get("Powered", True) and (roles is None or "central" in roles):
+            return path
+    if adapters:
+        return adapters[0][0]
+    raise AdapterNotFound("no Bluetooth adapter", stage="adapter")
+
+
+def discovery_filter(pattern: str | None) -> dict[str, Variant]:
+    options = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", False)}
+    if pattern is not None:
+        options["Pattern"] = Variant("s", pattern)
+    return options
+
+
+@asynccontextmanager
+async def discovery(
+    bus: BluezBus, adapter_obj: str, *, pattern: str | None, timeout_s: float
+) -> AsyncIterator[None]:
+    """A discovery session of this bus connection, stopped and its filter cleared on exit.
+
+    InProgress "Operation already in progress" on StartDiscovery means our own start/stop is
+    still pending or the kernel refused the scan (bluez_dbus.md 2.3): retry with backoff."""
+    try:
+        await bus.call(
+            adapter_obj,
+            ADAPTER,
+            "SetDiscoveryFilter",
+            "a{sv}",
+            [discovery_filter(pattern)],
+            stage="discover",
+            timeout_s=timeout_s,
+        )
+    except BusError as err:
+        if pattern is None or err.dbus_error != "org.bluez.Error.InvalidArguments":
+            raise
+        # BlueZ < 5.54 has no Pattern key.
+        await bus.call(
+            adapter_obj,
+            ADAPTER,
+            "SetDiscoveryFilter",
+            "a{sv}",
+            [discovery_filter(None)],
+            stage="discover",
+            timeout_s=timeout_s,
+        )
+    started = False
+    try:
+        delay_s = 0.25
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        while True:
+            try:
+                await bus.call(
+                    adapter_obj, ADAPTER, "StartDiscovery", stage="discover", timeout_s=timeout_s
+                )
+                started = True
+                break
+            except InProgress:
+                if loop.time() + delay_s > give_up_at:
+                    raise
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 1.0)
+        yield
+    finally:
+        await _end_discovery(bus, adapter_obj, started)
+
+
+async def _end_discovery(bus: BluezBus, adapter_obj: str, started: bool) -> None:
+    calls: list[tuple[str, str, list[Any]]] = []
+    if started:
+        calls.append(("StopDiscovery", "", []))
+    calls.append(("SetDiscoveryFilter", "a{sv}", [{}]))
+    for member, signature, body in calls:
+        if not bus.connected:
+            return
+        try:
+            await bus.call(
+                adapter_obj, ADAPTER, member, signature, body, stage="discover", timeout_s=3.0
+            )
+        except JkError as err:
+            log.info("discovery cleanup %s failed: %s", member, err)
+
+
+async def discover_device(
+    bus: BluezBus, adapter_obj: str, device_obj: str, address: str, timeout_s: float
+) -> bool:
+    """Run discovery until BlueZ reports the device (InterfacesAdded, or an RSSI update of a
+    cached object), at most `timeout_s`. True when seen."""
+    seen = asyncio.Event()
+
+    def on_signal(message: Message) -> None:
+        added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
+        if added is not None and added[0] == device_obj and DEVICE in added[1]:
+            seen.set()
+            return
+        changed = signal_body(message, PROPERTIES, "PropertiesChanged")
+        if (
+            changed is not None
+            and message.path == device_obj
+            and changed[0] == DEVICE
+            and "RSSI" in changed[1]
+        ):
+            seen.set()
+
+    rules = [
+        interfaces_rule("InterfacesAdded", adapter_obj),
+        properties_changed_rule(path=device_obj),
+    ]
+    log.info("discovering address=%s adapter=%s", address, adapter_name(adapter_obj))
+    async with (
+        bus.signals(rules, on_signal),
+        discovery(bus, adapter_obj, pattern=address, timeout_s=timeout_s),
+    ):
+        try:
+            async with asyncio.timeout(timeout_s):
+                await seen.wait()
+        except TimeoutError:
+            return False
+    return True
+
+
+@dataclass
+class ScanEntry:
+    address: str
+    name: str | None
+    rssi: int | None
+    looks_like_jk: bool
+
+
+def looks_like_jk(props: dict[str, Any]) -> bool:
+    uuids = [str(u).lower() for u in props.get("UUIDs", [])]
+    manufacturers = props.get("ManufacturerData") or {}
+    return JK_SERVICE_UUID in uuids or any(int(k) in JK_MANUFACTURER_IDS for k in manufacturers)
+
+
+async def scan(bus: BluezBus, adapter_obj: str, duration_s: float) -> list[ScanEntry]:
+    """Every device that advertised during `duration_s` of discovery on this adapter."""
+    props_by_path: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+
+    def on_signal(message: Message) -> None:
+        added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
+        if added is not None and DEVICE in added[1] and is_under(added[0], adapter_obj):
+            props_by_path.setdefault(added[0], {}).update(added[1][DEVICE])
+            seen.add(added[0])
+            return
+        changed = signal_body(message, PROPERTIES, "PropertiesChanged")
+        path = message.path or ""
+        if changed is not None and changed[0] == DEVICE and is_under(path, adapter_obj):
+            props_by_path.setdefault(path, {}).update(changed[1])
+            if "RSSI" in changed[1]:
+                seen.add(path)
+
+    rules = [
+        interfaces_rule("InterfacesAdded", adapter_obj),
+        properties_changed_rule(namespace=adapter_obj),
+    ]
+    async with bus.signals(rules, on_signal):
+        objects = await bus.managed_objects(stage="discover")
+        for path, ifaces in objects.items():
+            if DEVICE in ifaces and is_under(path, adapter_obj):
+                merged = dict(ifaces[DEVICE])
+                merged.update(props_by_path.get(path, {}))
+                props_by_path[path] = merged
+        async with discovery(bus, adapter_obj, pattern=None, timeout_s=5.0):
+            await asyncio.sleep(duration_s)  # scanning for a fixed window is the point here
+    entries = []
+    for path in sorted(seen):
+        props = props_by_path[path]
+        rssi = props.get("RSSI")
+        entries.append(
+            ScanEntry(
+                address=str(props.get("Address", "")),
+                name=props.get("Name"),
+                rssi=int(rssi) if rssi is not None else None,
+                looks_like_jk=looks_like_jk(props),
+            )
+        )
+    return entries

@@ -1,0 +1,187 @@
+"""One connection to the system bus (dbus-fast, unix fds negotiated) and the few primitives the
+rest of `bluez/` builds on: a bounded method call that returns typed errors, GetManagedObjects,
+and signal subscriptions whose match rules are always removed again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, unpack_variants
+from dbus_fast.aio import MessageBus
+
+from bluez_jk.bluez.errors import map_dbus_error
+from bluez_jk.bluez.paths import BLUEZ
+from bluez_jk.errors import BusError, Stage, Timeout
+
+log = logging.getLogger(__name__)
+
+DBUS = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+
+ManagedObjects = dict[str, dict[str, dict[str, Any]]]
+SignalHandler = Callable[[Message], None]
+
+
+def properties_changed_rule(*, path: str | None = None, namespace: str | None = None) -> str:
+    rule = f"type='signal',sender='{BLUEZ}',interface='{PROPERTIES}',member='PropertiesChanged'"
+    if path is not None:
+        rule += f",path='{path}'"
+    if namespace is not None:
+        rule += f",path_namespace='{namespace}'"
+    return rule
+
+
+def interfaces_rule(member: str, under: str) -> str:
+    # No path='/' filter: BlueZ emits from '/', a dbus-fast service from the object path
+    # (bluez_dbus.md 7, "signals").
+    return (
+        f"type='signal',sender='{BLUEZ}',interface='{OBJECT_MANAGER}',member='{member}',"
+        f"arg0path='{under.rstrip('/')}/'"
+    )
+
+
+class BluezBus:
+    """A dbus-fast MessageBus plus typed calls. Owns the connection it was given."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+
+    @classmethod
+    async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
+        # BusType.SYSTEM honours DBUS_SYSTEM_BUS_ADDRESS; fds must be negotiated or the
+        # AcquireNotify reply is never delivered (bluez_dbus.md 0.14).
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "the system bus"
+        bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await bus.connect()
+        except TimeoutError as err:
+            bus.disconnect()
+            raise BusError(f"no answer from {address}", stage="bus") from err
+        except Exception as err:  # any transport/auth failure is "bus unreachable"
+            raise BusError(f"cannot connect to {address}: {err}", stage="bus") from err
+        log.debug("bus connected unique_name=%s", bus.unique_name)
+        return cls(bus)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._bus.connected)
+
+    @property
+    def unique_name(self) -> str:
+        return str(self._bus.unique_name)
+
+    async def close(self) -> None:
+        if self._bus.connected:
+            self._bus.disconnect()
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                log.warning("bus did not close within 2 s")
+            except Exception as err:  # noqa: BLE001 - wait_for_disconnect re-raises the cause
+                log.debug("bus close reason=%r", err)
+
+    async def call(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: Sequence[Any] = (),
+        *,
+        stage: Stage,
+        timeout_s: float,
+        destination: str = BLUEZ,
+    ) -> Message:
+        """One method call; an error reply becomes a typed JkError, never a raw DBusError.
+
+        dbus-fast's call() has no timeout and cancelling it cancels nothing in bluetoothd
+        (bluez_dbus.md 0.4), so callers choose a bound fitting the method."""
+        if not self._bus.connected:
+            raise BusError("the bus connection is closed", stage=stage)
+        message = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                reply = await self._bus.call(message)
+        except TimeoutError as err:
+            raise Timeout(f"{member} got no reply within {timeout_s:.1f} s", stage=stage) from err
+        except Exception as err:  # the connection broke under the call
+            raise BusError(f"{member}: bus connection lost ({err!r})", stage=stage) from err
+        if reply is None:
+            raise BusError(f"{member}: no reply", stage=stage)
+        if reply.message_type == MessageType.ERROR:
+            for fd in reply.unix_fds:
+                os.close(fd)
+            text = str(reply.body[0]) if reply.body else ""
+            raise map_dbus_error(
+                reply.error_name or "", text, member=member, path=path, stage=stage
+            )
+        return reply
+
+    async def managed_objects(self, *, stage: Stage, timeout_s: float = 5.0) -> ManagedObjects:
+        reply = await self.call(
+            "/", OBJECT_MANAGER, "GetManagedObjects", stage=stage, timeout_s=timeout_s
+        )
+        objects: ManagedObjects = unpack_variants(reply.body[0])
+        return objects
+
+    async def get_property(
+        self, path: str, interface: str, name: str, *, stage: Stage, timeout_s: float = 5.0
+    ) -> Any:
+        reply = await self.call(
+            path, PROPERTIES, "Get", "ss", [interface, name], stage=stage, timeout_s=timeout_s
+        )
+        return unpack_variants(reply.body[0])
+
+    async def _bus_method(self, member: str, rule: str) -> None:
+        await self.call(
+            DBUS_PATH, DBUS, member, "s", [rule], stage="bus", timeout_s=5.0, destination=DBUS
+        )
+
+    @asynccontextmanager
+    async def signals(self, rules: Sequence[str], handler: SignalHandler) -> AsyncIterator[None]:
+        """Deliver signals matching `rules` to `handler` inside the block; the match rules are
+        removed on every exit path (leaked rules live as long as the connection)."""
+        added: list[str] = []
+        self._bus.add_message_handler(handler)
+        try:
+            for rule in rules:
+                await self._bus_method("AddMatch", rule)
+                added.append(rule)
+            yield
+        finally:
+            self._bus.remove_message_handler(handler)
+            for rule in added:
+                if not self._bus.connected:
+                    break
+                try:
+                    await self._bus_method("RemoveMatch", rule)
+                except (BusError, Timeout) as err:
+                    log.warning("RemoveMatch failed rule=%s error=%s", rule, err)
+
+
+def signal_body(message: Message, interface: str, member: str) -> list[Any] | None:
+    """The unpacked body of a signal of that kind, or None for any other message."""
+    if (
+        message.message_type != MessageType.SIGNAL
+        or message.interface != interface
+        or message.member != member
+    ):
+        return None
+    body: list[Any] = unpack_variants(message.body)
+    return body

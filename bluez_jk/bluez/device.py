@@ -1,0 +1,158 @@
+"""One Device1: its live properties, Connect with the ServicesResolved wait, Disconnect and
+RemoveDevice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from dbus_fast import Message
+
+from bluez_jk.bluez.adapter import ADAPTER, DEVICE
+from bluez_jk.bluez.bus import (
+    OBJECT_MANAGER,
+    PROPERTIES,
+    BluezBus,
+    interfaces_rule,
+    properties_changed_rule,
+    signal_body,
+)
+from bluez_jk.bluez.errors import LinkLost, ObjectVanished
+from bluez_jk.errors import JkError, ServicesNotResolved
+
+log = logging.getLogger(__name__)
+
+Props = dict[str, Any]
+
+
+class DeviceWatch:
+    """Device1 properties kept current from PropertiesChanged, and whether the object is gone.
+
+    Waiters are woken on every change and re-check their own condition, so a state that is
+    passed through quickly (Connected true -> false) is seen only if it still holds."""
+
+    def __init__(self, path: str, props: Props | None) -> None:
+        self.path = path
+        self.props: Props = dict(props or {})
+        self.exists = props is not None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def reset(self, props: Props | None) -> None:
+        self.props = dict(props or {})
+        self.exists = props is not None
+        self._wake()
+
+    def on_signal(self, message: Message) -> None:
+        changed = signal_body(message, PROPERTIES, "PropertiesChanged")
+        if changed is not None and message.path == self.path and changed[0] == DEVICE:
+            self.props.update(changed[1])
+            for name in changed[2]:
+                self.props.pop(name, None)
+            self._wake()
+            return
+        added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
+        if added is not None and added[0] == self.path and DEVICE in added[1]:
+            self.props = dict(added[1][DEVICE])
+            self.exists = True
+            self._wake()
+            return
+        removed = signal_body(message, OBJECT_MANAGER, "InterfacesRemoved")
+        if removed is not None and removed[0] == self.path and DEVICE in removed[1]:
+            self.exists = False
+            self.props = {}
+            self._wake()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.props.get("Connected", False))
+
+    @property
+    def services_resolved(self) -> bool:
+        return bool(self.props.get("ServicesResolved", False))
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for(self, condition: Callable[[DeviceWatch], bool], timeout_s: float) -> bool:
+        """True once `condition(self)` holds, False after `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                while not condition(self):
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._waiters.append(waiter)
+                    await waiter
+        except TimeoutError:
+            return condition(self)
+        return True
+
+
+@asynccontextmanager
+async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncIterator[DeviceWatch]:
+    """Subscribe first, then read the current state, so that no change falls in between."""
+    watch = DeviceWatch(path, None)
+    rules = [
+        properties_changed_rule(path=path),
+        interfaces_rule("InterfacesAdded", adapter_obj),
+        interfaces_rule("InterfacesRemoved", adapter_obj),
+    ]
+    async with bus.signals(rules, watch.on_signal):
+        objects = await bus.managed_objects(stage="connect")
+        watch.reset(objects.get(path, {}).get(DEVICE))
+        yield watch
+
+
+async def connect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
+    """Device1.Connect. LE Connect replies once ATT is up, before GATT (fact 2); the caller waits
+    for ServicesResolved separately."""
+    if not watch.exists:
+        raise ObjectVanished("device object is gone", stage="connect")
+    await bus.call(watch.path, DEVICE, "Connect", stage="connect", timeout_s=timeout_s)
+    log.info("connected path=%s", watch.path)
+
+
+async def wait_services_resolved(watch: DeviceWatch, timeout_s: float) -> None:
+    """Race ServicesResolved=true against the link dropping and the object vanishing."""
+    done = await watch.wait_for(
+        lambda w: w.services_resolved or not w.connected or not w.exists, timeout_s
+    )
+    if not watch.exists:
+        raise ObjectVanished("device object vanished while resolving services", stage="resolve")
+    if watch.services_resolved:
+        return
+    if done and not watch.connected:
+        raise LinkLost("link dropped before services were resolved", stage="resolve")
+    raise ServicesNotResolved(
+        f"ServicesResolved stayed false for {timeout_s:.1f} s", stage="resolve"
+    )
+
+
+async def disconnect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
+    """Device1.Disconnect; its reply comes after the link is down (2 s grace in bluetoothd).
+    Some BlueZ versions never reply (bluez#947), hence the bound and the state wait."""
+    if not bus.connected:
+        return
+    try:
+        await bus.call(watch.path, DEVICE, "Disconnect", stage="cleanup", timeout_s=timeout_s)
+    except ObjectVanished:
+        return
+    except JkError as err:
+        log.warning("disconnect failed path=%s error=%s", watch.path, err)
+    await watch.wait_for(lambda w: not w.connected or not w.exists, min(timeout_s, 2.0))
+
+
+async def remove_device(bus: BluezBus, adapter_obj: str, path: str, timeout_s: float) -> None:
+    """Adapter1.RemoveDevice: the only cure for a stale GATT cache (fact 7)."""
+    try:
+        await bus.call(
+            adapter_obj, ADAPTER, "RemoveDevice", "o", [path], stage="resolve", timeout_s=timeout_s
+        )
+        log.info("removed device path=%s", path)
+    except ObjectVanished:
+        pass

@@ -1,0 +1,142 @@
+"""BlueZ and D-Bus error replies -> the project's typed errors, in exactly one table.
+
+BlueZ reuses error names with different meanings (bluez_dbus.md 0.1, 3.2, 4.5), so a rule may
+narrow a name by the method that answered and by words of the message. Message texts changed
+in 5.62 (`le-connection-abort-by-local` was `Software caused connection abort`); both spellings
+are listed. The subclasses below keep the payload `type` of their parent, they only let the
+recovery policy tell a transient case from a final one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bluez_jk.errors import (
+    AdapterNotFound,
+    AuthenticationRequired,
+    BusError,
+    ConnectFailed,
+    DeviceNotFound,
+    Disconnected,
+    InProgress,
+    JkError,
+    NotifyAcquired,
+    ServicesNotResolved,
+    Stage,
+    Timeout,
+)
+
+
+class ConnectAborted(ConnectFailed):
+    """A transient LE connect failure: BlueZ reports every link failure the same way (fact 3)."""
+
+
+class ObjectVanished(DeviceNotFound):
+    """The device object disappeared (temporary object expired, RemoveDevice): rediscover."""
+
+
+class LinkLost(Disconnected):
+    """The link dropped under a running operation (NotConnected, ATT error 0x0e, EOF on fd)."""
+
+
+class AcquireRefused(BusError):
+    """AcquireNotify cannot be used here (unsupported, or a StartNotify session exists):
+    fall back to StartNotify. Never reaches a Reading on its own."""
+
+
+class StaleCache(ServicesNotResolved):
+    """Services resolved but FFE0/FFE1 are missing: BlueZ's GATT cache is stale (fact 7)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    error: type[JkError]
+    member: str | None = None  # the D-Bus method that answered; None = any
+    words: tuple[str, ...] = ()  # any of these in the message (lower case); () = any message
+
+
+_E = "org.bluez.Error."
+_D = "org.freedesktop.DBus.Error."
+
+# First match wins: narrow rules before broad ones.
+RULES: tuple[Rule, ...] = (
+    Rule(_E + "NotPermitted", NotifyAcquired, words=("notify acquired",)),
+    Rule(_E + "NotPermitted", InProgress, words=("write acquired",)),
+    Rule(_E + "NotPermitted", AuthenticationRequired, words=("not paired",)),
+    Rule(_E + "NotAuthorized", AuthenticationRequired),
+    Rule(_E + "AuthenticationFailed", AuthenticationRequired),
+    Rule(_E + "AuthenticationCanceled", AuthenticationRequired),
+    Rule(_E + "AuthenticationRejected", AuthenticationRequired),
+    Rule(_E + "AuthenticationTimeout", AuthenticationRequired),
+    # JK fw >= 19.30 without pairing (jk_protocol.md 1.6).
+    Rule(_E + "Failed", AuthenticationRequired, words=("failed to register notify session",)),
+    Rule(_E + "InProgress", AcquireRefused, member="AcquireNotify"),
+    Rule(_E + "NotSupported", AcquireRefused, member="AcquireNotify"),
+    Rule(_D + "UnknownMethod", AcquireRefused, member="AcquireNotify"),
+    Rule(_E + "InProgress", InProgress),
+    Rule(
+        _E + "Failed",
+        ConnectAborted,
+        member="Connect",
+        words=(
+            "le-connection-abort-by-local",
+            "software caused connection abort",
+            "br-connection-canceled",
+            "cancelled",
+            "operation already in progress",
+            "input/output error",
+        ),
+    ),
+    Rule(_E + "Failed", LinkLost, words=("not connected", "att error: 0x0e")),
+    Rule(_E + "NotConnected", LinkLost),
+    Rule(_E + "Failed", ConnectFailed, member="Connect"),
+    Rule(_E + "NotReady", AdapterNotFound),
+    Rule(_E + "DoesNotExist", ObjectVanished),
+    Rule(_D + "UnknownObject", ObjectVanished),
+    Rule(_D + "ServiceUnknown", BusError),
+    Rule(_D + "NameHasNoOwner", BusError),
+    Rule(_D + "AccessDenied", BusError),
+    Rule(_D + "NoReply", Timeout),
+    Rule(_D + "Timeout", Timeout),
+    Rule(_D + "TimedOut", Timeout),
+)
+
+_HINTS: dict[str, str] = {
+    _E + "NotReady": "adapter not powered",
+    _D + "AccessDenied": "D-Bus policy denies org.bluez (run as root or in group bluetooth)",
+    _D + "ServiceUnknown": "bluetoothd is not running on this bus",
+    _D + "NameHasNoOwner": "bluetoothd is not running on this bus",
+}
+
+# Errors that end a stage without a rule of their own.
+_STAGE_DEFAULT: dict[str, type[JkError]] = {
+    "connect": ConnectFailed,
+    "resolve": ServicesNotResolved,
+    "subscribe": BusError,
+}
+
+_ADAPTER_PATH = re.compile(r"^/org/bluez/hci[0-9]+$")
+
+
+def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage) -> JkError:
+    """The typed error for one D-Bus error reply."""
+    lowered = text.lower()
+    cls: type[JkError] | None = None
+    for rule in RULES:
+        if rule.name != name or (rule.member is not None and rule.member != member):
+            continue
+        if rule.words and not any(word in lowered for word in rule.words):
+            continue
+        cls = rule.error
+        break
+    if cls is ObjectVanished and _ADAPTER_PATH.fullmatch(path):
+        cls = AdapterNotFound
+    if cls is None:
+        cls = _STAGE_DEFAULT.get(stage, BusError)
+    hint = _HINTS.get(name)
+    message = f"{member}: {text}" if text else member
+    if hint:
+        message = f"{message} ({hint})"
+    return cls(message, stage=stage, dbus_error=name)

@@ -1,0 +1,48 @@
+"""Addresses and BlueZ object paths, derived in one place (conventions: "D-Bus paths derived in
+one helper")."""
+
+from __future__ import annotations
+
+import re
+
+from bluez_jk.errors import ConfigError
+
+BLUEZ = "org.bluez"
+BLUEZ_ROOT = "/org/bluez"
+
+_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+_ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
+
+
+def normalize_mac(text: str) -> str:
+    """Upper case with colons; `-` and `_` separators are accepted, anything else is refused."""
+    candidate = text.strip().upper().replace("-", ":").replace("_", ":")
+    if not _MAC.fullmatch(candidate):
+        raise ConfigError(f"not a Bluetooth address: {text!r}", key="address")
+    return candidate
+
+
+def validate_adapter(name: str | None) -> str | None:
+    """`hciN`, or None for the default adapter (an empty string also means default)."""
+    if name is None or name == "":
+        return None
+    if not _ADAPTER.fullmatch(name):
+        raise ConfigError(f"adapter must look like hci0, got {name!r}", key="adapter")
+    return name
+
+
+def adapter_path(adapter: str) -> str:
+    return f"{BLUEZ_ROOT}/{adapter}"
+
+
+def adapter_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def device_path(adapter_obj_path: str, mac: str) -> str:
+    # BlueZ names device objects after the address, upper case, `:` -> `_` (bluez_dbus.md 1.1).
+    return f"{adapter_obj_path}/dev_{mac.replace(':', '_')}"
+
+
+def is_under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent + "/")
