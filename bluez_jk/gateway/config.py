@@ -1,0 +1,501 @@
+"""The gateway configuration (DESIGN.md, "Gateway configuration"): strict validation.
+
+Every problem names its key path (`devices[1].adapter`) and the reason. The same field checks
+validate the file at start-up and the `cmd/config` payloads that arrive over MQTT, so a value
+that the gateway would refuse in the file is refused at run time too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from bluez_jk.errors import ConfigError
+from bluez_jk.reading import ProtocolName
+
+NotifyMode = Literal["auto", "acquire", "start"]
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+ADAPTER_RE = re.compile(r"hci[0-9]{1,3}")
+# A topic prefix is a plain path: no MQTT wildcards, no empty levels, no NUL.
+TOPIC_RE = re.compile(r"[^/#+\x00]+(/[^/#+\x00]+)*")
+
+# (low, high) inclusive. poll_interval_s goes down to 0.5 s for keep_connected dashboards.
+RANGES: dict[str, tuple[float, float]] = {
+    "poll_interval_s": (0.5, 86400.0),
+    "timeout_s": (1.0, 600.0),
+    "scan_timeout_s": (0.0, 300.0),
+    "port": (1, 65535),
+    "keepalive": (1, 65535),
+}
+# Remote payloads are tiny JSON objects; anything bigger is refused before parsing.
+MAX_REMOTE_PAYLOAD_BYTES = 4096
+REMOTE_KEYS = ("address", "adapter", "poll_interval_s", "timeout_s", "scan_timeout_s")
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in one document; `problems` lists them, the message joins them."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.key = problems[0].key if problems else None
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    base_topic: str = "bms"
+    keepalive: int = 30
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    tls: TlsConfig = TlsConfig()
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = False
+    prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One BMS with every setting resolved (per-device value, else the global one)."""
+
+    name: str
+    address: str
+    adapter: str | None = None
+    protocol: ProtocolName | None = None
+    poll_interval_s: float = 10.0
+    timeout_s: float = 20.0
+    scan_timeout_s: float = 5.0
+    notify_mode: NotifyMode = "auto"
+    keep_connected: bool = False
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> DeviceConfig:
+        return dataclasses.replace(self, **dict(overrides))
+
+    def runtime_view(self) -> dict[str, Any]:
+        """The effective settings as published in `meta` (everything but the name)."""
+        view = dataclasses.asdict(self)
+        del view["name"]
+        return view
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    mqtt: MqttConfig
+    devices: tuple[DeviceConfig, ...]
+    state_dir: Path = Path("/var/lib/bluez-jk")
+    allow_remote_config: bool = True
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    poll_interval_s: float = 10.0
+    timeout_s: float = 20.0
+    scan_timeout_s: float = 5.0
+
+
+class _Checker:
+    """Collects problems instead of stopping at the first, so one run lists them all."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigError] = []
+
+    def fail(self, key: str, reason: str) -> None:
+        self.problems.append(ConfigError(reason, key=key))
+
+    def obj(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.fail(key or "(top level)", f"must be a JSON object, not {_kind(value)}")
+            return None
+        for extra in sorted(set(value) - set(allowed)):
+            self.fail(_join(key, extra), f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def boolean(self, src: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = src.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(_join(path, key), f"must be true or false, not {_kind(value)}")
+            return default
+        return value
+
+    def number(
+        self, src: Mapping[str, Any], key: str, path: str, default: float, *, integer: bool = False
+    ) -> float:
+        value = src.get(key, default)
+        checked = check_number(value, key, integer=integer)
+        if isinstance(checked, str):
+            self.fail(_join(path, key), checked)
+            return default
+        return checked
+
+    def text(
+        self,
+        src: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: str | None,
+        *,
+        nullable: bool = True,
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None:
+        value = src.get(key, default)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            expected = "a string or null" if nullable else "a string"
+            self.fail(_join(path, key), f"must be {expected}, not {_kind(value)}")
+            return default
+        if check is not None:
+            reason = check(value)
+            if reason is not None:
+                self.fail(_join(path, key), reason)
+                return default
+        return value
+
+
+def _join(path: str, key: str) -> str:
+    # Keys from outside may be empty or contain anything: quote those, and keep them short.
+    shown = key if re.fullmatch(r"[A-Za-z0-9_]{1,40}", key) else json.dumps(key[:40])
+    return f"{path}.{shown}" if path else shown
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_number(value: Any, key: str, *, integer: bool = False) -> float | str:
+    """The value as a number within RANGES[key], or the reason it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be {'an integer' if integer else 'a number'}, not {_kind(value)}"
+    if integer and not isinstance(value, int):
+        return f"must be an integer, not {value!r}"
+    if not math.isfinite(value):
+        return "must be a finite number"
+    low, high = RANGES[key]
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}, got {value:g}"
+    return value
+
+
+def check_mac(value: str) -> str | None:
+    if not MAC_RE.fullmatch(value):
+        return f"{value[:40]!r} is not a MAC address like C8:47:80:37:02:E8"
+    return None
+
+
+def check_adapter(value: str) -> str | None:
+    if value and not ADAPTER_RE.fullmatch(value):
+        return f"{value[:40]!r} is not an adapter name like hci0"
+    return None
+
+
+def check_name(value: str) -> str | None:
+    if not NAME_RE.fullmatch(value):
+        return f"{value[:40]!r} must be 1 to 32 of A-Z a-z 0-9 _ -"
+    return None
+
+
+def check_topic(value: str) -> str | None:
+    if not TOPIC_RE.fullmatch(value) or len(value) > 200:
+        return f"{value[:40]!r} is not a topic prefix (no + or #, no empty levels)"
+    return None
+
+
+def _check_choice(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _parse_tls(raw: Any, c: _Checker, base_dir: Path) -> TlsConfig:
+    keys = ("enabled", "ca_file", "cert_file", "key_file")
+    src = c.obj(raw, "mqtt.tls", keys)
+    if src is None:
+        return TlsConfig()
+    files: dict[str, str | None] = {}
+    for key in keys[1:]:
+        value = c.text(src, key, "mqtt.tls", None)
+        if value is not None:
+            resolved = base_dir / value
+            if not resolved.is_file():
+                c.fail(f"mqtt.tls.{key}", f"no such file: {resolved}")
+            value = str(resolved)
+        files[key] = value
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        c.fail("mqtt.tls", "cert_file and key_file go together")
+    return TlsConfig(
+        enabled=c.boolean(src, "enabled", "mqtt.tls", False),
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+    )
+
+
+def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
+    keys = (
+        "host",
+        "port",
+        "base_topic",
+        "keepalive",
+        "client_id",
+        "username",
+        "password",
+        "password_file",
+        "tls",
+    )
+    src = c.obj(raw, "mqtt", keys)
+    if src is None:
+        return MqttConfig()
+
+    def check_host(value: str) -> str | None:
+        return None if value.strip() and len(value) <= 253 else "must be a host name or address"
+
+    def check_client_id(value: str) -> str | None:
+        # Per-device connections append "-<name>" (33 characters at most) to this id.
+        return None if 0 < len(value) <= 64 and value.isprintable() else "1 to 64 characters"
+
+    password = c.text(src, "password", "mqtt", None)
+    password_file = c.text(src, "password_file", "mqtt", None)
+    if password is not None and password_file is not None:
+        c.fail("mqtt.password_file", "give password or password_file, not both")
+    elif password_file is not None:
+        path = base_dir / password_file
+        try:
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
+    return MqttConfig(
+        host=cast(str, c.text(src, "host", "mqtt", "127.0.0.1", nullable=False, check=check_host)),
+        port=int(c.number(src, "port", "mqtt", 1883, integer=True)),
+        base_topic=cast(
+            str, c.text(src, "base_topic", "mqtt", "bms", nullable=False, check=check_topic)
+        ),
+        keepalive=int(c.number(src, "keepalive", "mqtt", 30, integer=True)),
+        client_id=c.text(src, "client_id", "mqtt", None, check=check_client_id),
+        username=c.text(src, "username", "mqtt", None),
+        password=password,
+        tls=_parse_tls(src.get("tls", {}), c, base_dir),
+    )
+
+
+DEVICE_KEYS = (
+    "name",
+    "address",
+    "adapter",
+    "protocol",
+    "poll_interval_s",
+    "timeout_s",
+    "scan_timeout_s",
+    "notify_mode",
+    "keep_connected",
+)
+
+
+def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> DeviceConfig | None:
+    src = c.obj(raw, path, DEVICE_KEYS)
+    if src is None:
+        return None
+    before = len(c.problems)
+    for required in ("name", "address"):
+        if required not in src:
+            c.fail(_join(path, required), "is required")
+    name = c.text(src, "name", path, None, nullable=False, check=check_name)
+    address = c.text(src, "address", path, None, nullable=False, check=check_mac)
+    adapter = c.text(src, "adapter", path, None, check=check_adapter)
+    protocol = c.text(src, "protocol", path, None, check=_check_choice(get_args(ProtocolName)))
+    notify_mode = c.text(src, "notify_mode", path, None, check=_check_choice(get_args(NotifyMode)))
+    # A per-device null means "use the global value", as in the DESIGN.md example.
+    numbers = {
+        key: c.number(src, key, path, getattr(defaults, key))
+        for key in ("poll_interval_s", "timeout_s", "scan_timeout_s")
+        if src.get(key) is not None
+    }
+    keep = src.get("keep_connected")
+    keep_connected = c.boolean(src, "keep_connected", path, False) if keep is not None else False
+    if len(c.problems) > before or name is None or address is None:
+        return None
+    return dataclasses.replace(
+        defaults,
+        name=name,
+        address=address.upper(),
+        adapter=adapter or None,
+        protocol=cast(ProtocolName | None, protocol),
+        notify_mode=cast(NotifyMode, notify_mode or "auto"),
+        keep_connected=keep_connected,
+        **numbers,
+    )
+
+
+TOP_KEYS = (
+    "mqtt",
+    "poll_interval_s",
+    "timeout_s",
+    "scan_timeout_s",
+    "state_dir",
+    "allow_remote_config",
+    "homeassistant",
+    "devices",
+)
+
+
+def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
+    """A validated GatewayConfig from the parsed JSON document; raises ConfigProblems.
+
+    `base_dir` resolves relative file names (password_file, TLS files): the config's folder.
+    """
+    base = base_dir or Path.cwd()
+    c = _Checker()
+    src = c.obj(raw, "", TOP_KEYS)
+    if src is None:
+        raise ConfigProblems(c.problems)
+    mqtt = _parse_mqtt(src.get("mqtt", {}), c, base)
+    poll = c.number(src, "poll_interval_s", "", 10.0)
+    timeout = c.number(src, "timeout_s", "", 20.0)
+    scan = c.number(src, "scan_timeout_s", "", 5.0)
+    state_dir = c.text(
+        src,
+        "state_dir",
+        "",
+        "/var/lib/bluez-jk",
+        nullable=False,
+        check=lambda v: None if v.strip() and "\x00" not in v else "must be a directory path",
+    )
+    allow_remote = c.boolean(src, "allow_remote_config", "", True)
+    ha = HomeAssistantConfig()
+    ha_src = c.obj(src.get("homeassistant", {}), "homeassistant", ("enabled", "prefix"))
+    if ha_src is not None:
+        ha = HomeAssistantConfig(
+            enabled=c.boolean(ha_src, "enabled", "homeassistant", False),
+            prefix=cast(
+                str,
+                c.text(
+                    ha_src,
+                    "prefix",
+                    "homeassistant",
+                    "homeassistant",
+                    nullable=False,
+                    check=check_topic,
+                ),
+            ),
+        )
+    defaults = DeviceConfig(
+        name="", address="", poll_interval_s=poll, timeout_s=timeout, scan_timeout_s=scan
+    )
+    devices: list[DeviceConfig] = []
+    raw_devices = src.get("devices")
+    if not isinstance(raw_devices, list) or not raw_devices:
+        c.fail("devices", "must be a non-empty array of devices")
+    else:
+        for index, item in enumerate(raw_devices):
+            device = _parse_device(item, f"devices[{index}]", c, defaults)
+            if device is not None:
+                devices.append(device)
+    seen_names: dict[str, int] = {}
+    seen_addresses: dict[str, int] = {}
+    for index, device in enumerate(devices):
+        if device.name in seen_names:
+            c.fail(f"devices[{index}].name", f"duplicate name {device.name!r}")
+        if device.address in seen_addresses:
+            # Two names for one BMS would poll it twice and fight over its link.
+            c.fail(f"devices[{index}].address", f"duplicate address {device.address}")
+        seen_names.setdefault(device.name, index)
+        seen_addresses.setdefault(device.address, index)
+    if c.problems:
+        raise ConfigProblems(c.problems)
+    return GatewayConfig(
+        mqtt=mqtt,
+        devices=tuple(devices),
+        state_dir=base / cast(str, state_dir),
+        allow_remote_config=allow_remote,
+        homeassistant=ha,
+        poll_interval_s=poll,
+        timeout_s=timeout,
+        scan_timeout_s=scan,
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate the config file; every failure is a ConfigError naming the key."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read {file}: {err.strerror}", key="config") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file} is not UTF-8 text", key="config") from err
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{file} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
+            key="config",
+        ) from err
+    return parse_config(raw, base_dir=file.resolve().parent)
+
+
+def parse_remote_config(payload: bytes) -> dict[str, Any]:
+    """The overrides in one `cmd/config` payload, validated like the file; raises ConfigError.
+
+    `adapter` null or "" means the default adapter (stored as None).
+    """
+    if len(payload) > MAX_REMOTE_PAYLOAD_BYTES:
+        raise ConfigError(
+            f"payload of {len(payload)} bytes is larger than {MAX_REMOTE_PAYLOAD_BYTES}",
+            key="payload",
+        )
+    try:
+        raw = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ConfigError("not valid JSON", key="payload") from err
+    c = _Checker()
+    src = c.obj(raw, "payload", REMOTE_KEYS)
+    if src is None or c.problems:
+        raise ConfigProblems(c.problems)
+    out: dict[str, Any] = {}
+    if "address" in src:
+        address = c.text(src, "address", "", None, nullable=False, check=check_mac)
+        if address is not None:
+            out["address"] = address.upper()
+    if "adapter" in src:
+        out["adapter"] = c.text(src, "adapter", "", None, check=check_adapter) or None
+    for key in ("poll_interval_s", "timeout_s", "scan_timeout_s"):
+        if key in src:
+            out[key] = c.number(src, key, "", 0.0)
+    if c.problems:
+        raise ConfigProblems(c.problems)
+    return out
+
+
+def validate_overrides(overrides: Any) -> dict[str, Any]:
+    """Overrides read back from the state file, checked again (the file may be hand-edited)."""
+    return parse_remote_config(json.dumps(overrides).encode())

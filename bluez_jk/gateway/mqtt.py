@@ -1,0 +1,249 @@
+"""MQTT links: paho-mqtt (v2 callback API) clients bridged into asyncio.
+
+Why one MQTT connection per device (plus one for the gateway): a connection has exactly one
+last will, but DESIGN.md wants every retained `B/jk/N/online` to read `false` within
+1.5 x keepalive after a `kill -9`. Giving each device its own connection, whose will is that
+device's `online=false`, lets the broker flip every topic by itself. The gateway's own
+connection carries the will on `B/gateway/online`. A JK installation has a handful of BMS, so
+a handful of connections is cheap.
+
+Each link connects with two thirds of the configured keepalive: mosquitto checks keepalives
+with a one-second clock and integer arithmetic, and this margin keeps the will inside
+1.5 x the configured keepalive even then.
+
+Threads: paho runs its network loop in its own thread (`loop_start`); every callback is handed
+to the asyncio loop with `call_soon_threadsafe` and all state below is touched only there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bluez_jk.gateway.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+DEFAULT_QUEUE_LIMIT = 1000
+# Messages handed to paho and not yet acknowledged; paho re-sends these itself after a
+# reconnect, everything beyond stays in our bounded queue.
+MAX_HANDED = 50
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+
+
+def link_keepalive(keepalive_s: int) -> int:
+    return max(1, (keepalive_s * 2) // 3)
+
+
+def default_client_id() -> str:
+    return f"bluez-jk-{socket.gethostname()[:40]}"
+
+
+class MqttLink:
+    """One MQTT connection with its own last will, retained state and bounded queue."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        client_id: str,
+        will_topic: str,
+        subscriptions: Iterable[str] = (),
+        on_message: MessageHandler | None = None,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.will_topic = will_topic
+        self.subscriptions = tuple(subscriptions)
+        self.on_message = on_message
+        self.connected = False
+        self.connects = 0
+        self.dropped = 0
+        self._queue: deque[Outgoing] = deque()
+        self._queue_limit = queue_limit
+        self._retained: dict[str, bytes] = {}
+        self._handed: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._connected_event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
+        )
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self.config.password)
+        tls = self.config.tls
+        if tls.enabled:
+            client.tls_set(
+                ca_certs=tls.ca_file,
+                certfile=tls.cert_file,
+                keyfile=tls.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.will_set(self.will_topic, b"false", qos=QOS, retain=True)
+        # Short enough that Readings flow again soon after a broker restart.
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        client.on_connect = self._t_on_connect
+        client.on_disconnect = self._t_on_disconnect
+        client.on_publish = self._t_on_publish
+        client.on_message = self._t_on_message
+        return client
+
+    # -- paho's network thread: hand everything to the loop --------------------------------
+
+    def _t_on_connect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
+    ) -> None:
+        self._call(self._on_connect, not reason.is_failure, str(reason))
+
+    def _t_on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
+    ) -> None:
+        self._call(self._on_disconnect, str(reason))
+
+    def _t_on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, _r: ReasonCode, _p: Any = None
+    ) -> None:
+        self._call(self._on_publish, mid)
+
+    def _t_on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.retain:
+            # A retained command would replay at every reconnect: commands are one-shot.
+            log.warning("retained command ignored topic=%s", msg.topic)
+            return
+        self._call(self._on_message, msg.topic, bytes(msg.payload))
+
+    def _call(self, func: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(func, *args)
+
+    # -- the asyncio side ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho retries until the broker answers."""
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(
+            self.config.host, self.config.port, keepalive=link_keepalive(self.config.keepalive)
+        )
+        self._client.loop_start()
+
+    def _on_connect(self, ok: bool, reason: str) -> None:
+        if not ok:
+            log.warning("mqtt connect refused client=%s reason=%s", self.client_id, reason)
+            return
+        self.connected = True
+        self.connects += 1
+        self._connected_event.set()
+        log.info("mqtt connected client=%s connects=%d", self.client_id, self.connects)
+        for topic in self.subscriptions:
+            self._client.subscribe(topic, qos=QOS)
+        # The broker may have lost every retained topic (restart without persistence).
+        for topic, payload in self._retained.items():
+            self._send(topic, payload, retain=True)
+        self._drain()
+
+    def _on_disconnect(self, reason: str) -> None:
+        if self.connected:
+            log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
+        self.connected = False
+        self._connected_event.clear()
+
+    def _on_publish(self, mid: int) -> None:
+        self._handed.discard(mid)
+        self._drain()
+        if not self._handed and not self._queue:
+            self._idle.set()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.on_message is not None:
+            self.on_message(topic, payload)
+
+    def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        self._handed.add(info.mid)
+        self._idle.clear()
+
+    def _drain(self) -> None:
+        while self.connected and self._queue and len(self._handed) < MAX_HANDED:
+            item = self._queue.popleft()
+            self._send(item.topic, item.payload, retain=False)
+
+    def publish(self, topic: str, payload: bytes | str) -> None:
+        """Queue a non-retained message; the oldest is dropped when the queue is full."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        if len(self._queue) >= self._queue_limit:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(Outgoing(topic, data))
+        self._idle.clear()
+        self._drain()
+
+    def set_retained(self, topic: str, payload: bytes | str) -> None:
+        """Publish retained now (when connected) and again after every reconnect."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        if self._retained.get(topic) == data:
+            return
+        self._retained[topic] = data
+        if self.connected:
+            self._send(topic, data, retain=True)
+
+    def clear_retained(self, topic: str) -> None:
+        """Delete a retained topic on the broker (an empty retained payload)."""
+        self.set_retained(topic, b"")
+
+    def retained(self, topic: str) -> bytes | None:
+        return self._retained.get(topic)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + len(self._handed)
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._connected_event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued is acknowledged (only possible while connected)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float) -> None:
+        """Deliver what is pending (bounded by timeout_s), then disconnect cleanly."""
+        if self.connected:
+            await self.flush(timeout_s)
+        self._client.disconnect()
+        # loop_stop joins paho's thread, which ends right after the DISCONNECT.
+        await asyncio.to_thread(self._client.loop_stop)
+        self.connected = False
+        self._loop = None
