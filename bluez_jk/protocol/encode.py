@@ -1,0 +1,45 @@
+"""Values -> one 300-byte frame: the inverse of decode_frame, built with the same structs.
+
+The simulator builds every frame it sends with `encode_frame`. Values use the keys and units
+decode_frame returns; a missing key is zero. Values decode_frame derives (`power`,
+`production`, JK04 `total_voltage`) are not in the frame and are ignored here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from construct import ConstructError
+
+from bluez_jk.protocol.codec import codec_for
+from bluez_jk.protocol.errors import FrameError
+from bluez_jk.protocol.frames import BUILD_DEFAULTS, FRAME_LEN, KIND_CODES, Kind, checksum
+from bluez_jk.protocol.variants import ProtocolName
+
+
+def encode_frame(
+    kind: Kind, protocol: ProtocolName, values: Mapping[str, Any], counter: int = 0
+) -> bytes:
+    """Raises FrameError when a value does not fit its field."""
+    codec = codec_for(kind, protocol)
+    obj: dict[str, Any] = {"frame_type": KIND_CODES[kind], "counter": counter, "checksum": 0}
+    for name, convert in codec.encoders:
+        obj[name] = convert(values.get(name, BUILD_DEFAULTS.get(name)))
+    if kind == "cell_info" and "enabled_cells_bitmask" in obj:
+        obj["enabled_cells_bitmask"] = _cell_mask(values)
+    try:
+        data = bytearray(codec.compiled.build(obj))
+    except (ConstructError, struct.error, OverflowError, TypeError) as err:
+        raise FrameError(f"{kind}: {err}") from err
+    data[FRAME_LEN - 1] = checksum(data[: FRAME_LEN - 1])
+    return bytes(data)
+
+
+def _cell_mask(values: Mapping[str, Any]) -> int:
+    """The enabled-cell mask, by default one bit per given cell voltage."""
+    mask = values.get("enabled_cells_bitmask")
+    if mask is not None:
+        return int(mask)
+    return (1 << len(values.get("voltages") or [])) - 1
