@@ -39,6 +39,7 @@ class DeviceWatch:
         self.props: Props = dict(props or {})
         self.exists = props is not None
         self._waiters: list[asyncio.Future[None]] = []
+        self.listeners: list[Callable[[], None]] = []
 
     def reset(self, props: Props | None) -> None:
         self.props = dict(props or {})
@@ -74,6 +75,8 @@ class DeviceWatch:
         return bool(self.props.get("ServicesResolved", False))
 
     def _wake(self) -> None:
+        for listener in list(self.listeners):
+            listener()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -1,0 +1,175 @@
+"""`jk-ble-read`: one read, exactly one JSON object (the `raw` payload) on stdout, also on
+error. Exit 0 read ok, 1 read failed, 2 usage or config error (DESIGN.md, command-line tools)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, get_args
+
+from bluez_jk.bluez.paths import normalize_mac, validate_adapter
+from bluez_jk.cli.jsonout import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JsonArgumentParser,
+    emit,
+    positive_seconds,
+    setup_logging,
+)
+from bluez_jk.errors import BusError, ConfigError, JkError, Timeout
+from bluez_jk.gateway.config import load_config
+from bluez_jk.reader import Reader, ReadRequest
+from bluez_jk.reading import ProtocolName, Reading, error_reading
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = JsonArgumentParser(prog="jk-ble-read", description=__doc__)
+    p.add_argument("--address", help="BMS Bluetooth address, e.g. C8:47:80:37:02:E8")
+    p.add_argument("--adapter", help="hciN (default: the default adapter)")
+    p.add_argument("--timeout", type=positive_seconds, help="whole read, seconds (default 20)")
+    p.add_argument("--scan-timeout", type=positive_seconds, help="discovery, seconds (default 5)")
+    p.add_argument("--protocol", choices=get_args(ProtocolName), help="skip detection")
+    p.add_argument("--notify-mode", choices=("auto", "acquire", "start"), default=None)
+    p.add_argument("--config", type=Path, help="gateway config file (with --name)")
+    p.add_argument("--name", help="device name in --config (also the name in the output)")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.add_argument("--capture", type=Path, help="append every received chunk as a hex line")
+    p.add_argument(
+        "--via-mqtt",
+        action="store_true",
+        help="ask the running gateway (cmd/read over the broker of --config) instead of BLE",
+    )
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: ReadRequest
+    capture: Path | None
+    via_mqtt: bool
+    config: Path | None
+    pretty: bool
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Command-line values override the device's entry in --config."""
+    base: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.name:
+            raise ConfigError("--config needs --name", key="name")
+        config = load_config(args.config)
+        match = [d for d in config.devices if d.name == args.name]
+        if not match:
+            raise ConfigError(f"no device named {args.name!r} in {args.config}", key="name")
+        device = match[0]
+        base = {
+            "address": device.address,
+            "adapter": device.adapter,
+            "protocol": device.protocol,
+            "timeout_s": device.timeout_s,
+            "scan_timeout_s": device.scan_timeout_s,
+            "notify_mode": device.notify_mode,
+        }
+    elif args.via_mqtt:
+        raise ConfigError("--via-mqtt needs --config and --name", key="config")
+    address = args.address or base.get("address")
+    if not address and not args.via_mqtt:
+        raise ConfigError("--address (or --config with --name) is required", key="address")
+    overrides = {
+        "adapter": args.adapter,
+        "protocol": args.protocol,
+        "timeout_s": args.timeout,
+        "scan_timeout_s": args.scan_timeout,
+        "notify_mode": args.notify_mode,
+    }
+    values = {k: v for k, v in base.items() if k != "address" and v is not None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "adapter" in values:
+        values["adapter"] = validate_adapter(values["adapter"])
+    mac = normalize_mac(address) if address else ""
+    request = ReadRequest(name=args.name or mac, address=mac, **values)
+    return Plan(request, args.capture, args.via_mqtt, args.config, args.pretty)
+
+
+async def _read(request: ReadRequest, capture: Callable[[bytes], None] | None) -> Reading:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        # SIGTERM cancels the read like Ctrl-C does, so the BlueZ cleanup runs either way.
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    async with Reader() as reader:
+        return await reader.read(request, capture=capture)
+
+
+def _capture_writer(stream: IO[str]) -> Callable[[bytes], None]:
+    def write(chunk: bytes) -> None:
+        stream.write(chunk.hex() + "\n")
+
+    return write
+
+
+def run(plan: Plan) -> Reading:
+    req = plan.request
+    if plan.via_mqtt:
+        from bluez_jk.cli.via_mqtt import read_via_mqtt  # noqa: PLC0415 - paho only here
+
+        assert plan.config is not None
+        return read_via_mqtt(plan.config, req.name, timeout_s=req.timeout_s + 10.0)
+    with ExitStack() as files:
+        capture = None
+        if plan.capture is not None:
+            try:
+                stream = files.enter_context(plan.capture.open("a", encoding="ascii"))
+            except OSError as err:
+                raise ConfigError(f"cannot write {plan.capture}: {err}", key="capture") from err
+            capture = _capture_writer(stream)
+        try:
+            return asyncio.run(_read(req, capture))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return error_reading(
+                req.name, req.address, req.adapter, Timeout("interrupted", stage="collect")
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
+    pretty = "--pretty" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_level)
+        plan = make_plan(args)
+    except ConfigError as err:
+        emit(error_reading("", "", None, err), pretty=pretty)
+        return EXIT_USAGE
+    try:
+        reading = run(plan)
+    except ConfigError as err:
+        emit(error_reading(plan.request.name, plan.request.address, None, err), pretty=pretty)
+        return EXIT_USAGE
+    except JkError as err:
+        req = plan.request
+        emit(error_reading(req.name, req.address, req.adapter, err), pretty=pretty)
+        return EXIT_FAILED
+    except Exception as err:  # the process boundary: a JSON object, never a traceback
+        log.exception("jk-ble-read failed")
+        req = plan.request
+        failure = BusError(f"internal error: {err!r}", stage=None)
+        emit(error_reading(req.name, req.address, req.adapter, failure), pretty=pretty)
+        return EXIT_FAILED
+    emit(reading, pretty=plan.pretty)
+    return EXIT_OK if reading["error"] is None else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The per-adapter flock: exclusive across open files (as across processes), Busy after the
+timeout, released on exit and on cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bluez_jk.adapter_lock import AdapterLock, lock_path
+from bluez_jk.errors import Busy
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLUEZ_JK_LOCK_DIR", str(tmp_path))
+
+
+async def test_second_holder_gets_busy_after_the_timeout(tmp_path: Path) -> None:
+    assert lock_path("hci0") == tmp_path / "bluez-jk-hci0.lock"
+    async with AdapterLock("hci0", timeout_s=1):
+        started = time.monotonic()
+        with pytest.raises(Busy) as info:
+            async with AdapterLock("hci0", timeout_s=0.2):
+                pass
+        assert 0.15 < time.monotonic() - started < 1.0
+        assert info.value.stage == "lock"
+        async with AdapterLock("hci1", timeout_s=0.2):
+            pass  # other adapters are independent
+
+
+async def test_waiter_gets_the_lock_when_released() -> None:
+    released = asyncio.Event()
+
+    async def holder() -> None:
+        async with AdapterLock("hci0", timeout_s=1):
+            await released.wait()
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, released.set)
+    async with AdapterLock("hci0", timeout_s=2):
+        pass
+    await task
+
+
+async def test_cancelled_waiter_leaves_no_fd_open() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    async with AdapterLock("hci0", timeout_s=1):
+        waiter = asyncio.create_task(AdapterLock("hci0", timeout_s=5).__aenter__())
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    assert len(os.listdir("/proc/self/fd")) == before
