@@ -18,6 +18,7 @@ from bluez_jk.protocol.decode import Decoded, decode_frame
 from bluez_jk.protocol.encode import encode_frame
 from bluez_jk.protocol.errors import FrameError, ProtocolErrorRecord
 from bluez_jk.protocol.frames import FRAME_LEN, HEADER, Kind
+from bluez_jk.protocol.stream import StreamDecoder
 from bluez_jk.protocol.variants import PROTOCOLS, DetectedBy, ProtocolName
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ProtocolErrorRecord",
     "ProtocolName",
     "Register",
+    "StreamDecoder",
     "command",
     "decode_frame",
     "encode_frame",

@@ -1,4 +1,7 @@
-"""One 300-byte frame -> plain values in the "our name" keys and units of jk_protocol.md 5."""
+"""One 300-byte frame -> plain values in the "our name" keys and units of jk_protocol.md 5.
+
+`StreamDecoder` (stream.py, re-exported here) does the same for a notification stream.
+"""
 
 from __future__ import annotations
 
@@ -98,3 +101,9 @@ _DERIVE = {
     "settings": _derive_nothing,
     "logbook": _derive_logbook,
 }
+
+
+# The stream decoder builds on decode_frame; importing it last keeps one import path for both.
+from bluez_jk.protocol.stream import StreamDecoder  # noqa: E402
+
+__all__ = ["Decoded", "StreamDecoder", "decode_frame", "frame_kind"]
