@@ -1,0 +1,347 @@
+"""When each BMS is read: intervals with jitter, per-device backoff, one BLE operation per adapter.
+
+Every device has its own task. Reads on one adapter take turns through an `AdapterGate`, where
+a healthy device goes before one that is failing, so a broken BMS (whose reads run into their
+timeout) costs its neighbours at most the one read already in progress. Adapters run in
+parallel. A failing device backs off exponentially (capped), only on its own schedule.
+
+The scheduler knows the reader only through `ReaderLike` and time only through `Clock`, so
+unit tests drive it with a fake reader and a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bluez_jk.errors import BusError, Timeout
+from bluez_jk.gateway.config import DeviceConfig
+from bluez_jk.reader import ReadRequest
+from bluez_jk.reading import Reading, error_reading
+
+log = logging.getLogger(__name__)
+
+# Longest backoff, as a multiple of the device's interval, and in absolute terms.
+BACKOFF_FACTOR_CAP = 8
+BACKOFF_CAP_S = 300.0
+# A read that outlives its own timeout by this much means the reader is stuck.
+STUCK_GRACE_S = 30.0
+
+
+class ReaderLike(Protocol):
+    async def read(
+        self, req: ReadRequest, *, capture: Callable[[bytes], None] | None = None
+    ) -> Reading: ...
+
+    async def follow(
+        self, req: ReadRequest, on_reading: Callable[[Reading], None], interval_s: float
+    ) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float, wake: asyncio.Event) -> None:
+        """Return at `deadline` or as soon as `wake` is set, whichever comes first."""
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep_until(self, deadline: float, wake: asyncio.Event) -> None:
+        delay = deadline - self.now()
+        if delay <= 0 or wake.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await wake.wait()
+
+
+def request_for(config: DeviceConfig) -> ReadRequest:
+    return ReadRequest(
+        name=config.name,
+        address=config.address,
+        adapter=config.adapter,
+        protocol=config.protocol,
+        timeout_s=config.timeout_s,
+        scan_timeout_s=config.scan_timeout_s,
+        notify_mode=config.notify_mode,
+    )
+
+
+def backoff_s(interval_s: float, consecutive_failures: int) -> float:
+    """Delay before the next attempt: the interval, doubled per failure beyond the first."""
+    if consecutive_failures <= 1:
+        return interval_s
+    cap = max(interval_s, min(BACKOFF_CAP_S, interval_s * BACKOFF_FACTOR_CAP))
+    return min(cap, interval_s * 2.0 ** min(consecutive_failures - 1, 30))
+
+
+class AdapterGate:
+    """A lock whose waiters are served by priority (lower first), then in arrival order."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int = 0) -> AsyncIterator[None]:
+        if self._held or self._waiters:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (priority, next(self._seq), fut)
+            heapq.heappush(self._waiters, entry)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    # Handed the lock just as we were cancelled: pass it on.
+                    self._release()
+                elif entry in self._waiters:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # ownership moves to that waiter; _held stays True
+                return
+        self._held = False
+
+
+@dataclass
+class DeviceState:
+    """Everything the scheduler and `meta` know about one device."""
+
+    config: DeviceConfig
+    attempts: int = 0
+    successes: int = 0
+    consecutive_failures: int = 0
+    last_error_type: str | None = None
+    last_success: float | None = None  # epoch seconds
+    last_reading: Reading | None = None
+    next_due: float = 0.0
+    last_start: float | None = None
+    busy_since: float | None = None
+    paused_until: float | None = None  # clock time
+    paused_until_epoch: float | None = None
+    read_requested: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    op: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def healthy(self) -> bool:
+        return self.consecutive_failures == 0
+
+
+ReadingHandler = Callable[[DeviceState, Reading], None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        reader: ReaderLike,
+        devices: list[DeviceConfig],
+        on_reading: ReadingHandler,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.clock: Clock = clock or MonotonicClock()
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.on_reading = on_reading
+        self.on_progress = on_progress
+        self.devices: dict[str, DeviceState] = {d.name: DeviceState(d) for d in devices}
+        self._gates: dict[str | None, AdapterGate] = {}
+        self.progress = 0
+
+    def gate(self, adapter: str | None) -> AdapterGate:
+        return self._gates.setdefault(adapter, AdapterGate())
+
+    def _jitter(self, interval_s: float) -> float:
+        return self.rng.uniform(0.0, min(0.1 * interval_s, 1.0))
+
+    async def run(self) -> None:
+        """Run every device until cancelled; one device's failure never ends the others."""
+        async with asyncio.TaskGroup() as group:
+            for state in self.devices.values():
+                group.create_task(self._device_loop(state), name=f"device-{state.name}")
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def request_read(self, name: str) -> bool:
+        """Read now; False when a read is already in flight (its result answers the request)."""
+        state = self.devices[name]
+        if state.op is not None or state.config.keep_connected:
+            return False
+        state.read_requested = True
+        state.wake.set()
+        return True
+
+    def reconfigure(self, name: str, config: DeviceConfig) -> None:
+        state = self.devices[name]
+        old = state.config
+        state.config = config
+        if state.last_start is not None:
+            state.next_due = state.last_start + backoff_s(
+                config.poll_interval_s, state.consecutive_failures
+            )
+        if old.keep_connected and state.op is not None:
+            state.op.cancel()  # the follow session restarts with the new settings
+        state.wake.set()
+
+    def pause(self, name: str, minutes: float) -> None:
+        state = self.devices[name]
+        if minutes <= 0:
+            state.paused_until = None
+            state.paused_until_epoch = None
+        else:
+            state.paused_until = self.clock.now() + minutes * 60.0
+            state.paused_until_epoch = time.time() + minutes * 60.0
+            if state.op is not None:
+                state.op.cancel()  # release the link at once
+        state.wake.set()
+
+    def stuck(self) -> list[str]:
+        """Devices whose current operation outlived its timeout by far (watchdog input)."""
+        now = self.clock.now()
+        return [
+            s.name
+            for s in self.devices.values()
+            if s.busy_since is not None
+            and not s.config.keep_connected
+            and now - s.busy_since > s.config.timeout_s + STUCK_GRACE_S
+        ]
+
+    # -- one device ---------------------------------------------------------------------------
+
+    async def _device_loop(self, state: DeviceState) -> None:
+        # Spread the first reads so that devices sharing an adapter do not queue up together.
+        state.next_due = self.clock.now() + self.rng.uniform(
+            0.0, min(state.config.poll_interval_s, 2.0)
+        )
+        while True:
+            await self._wait_turn(state)
+            op = asyncio.create_task(
+                self._follow(state) if state.config.keep_connected else self._read(state)
+            )
+            state.op = op
+            try:
+                await op
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # Cancelled by pause or reconfigure: the reader has cleaned up; go on.
+            finally:
+                state.op = None
+                state.busy_since = None
+
+    async def _wait_turn(self, state: DeviceState) -> None:
+        while True:
+            state.wake.clear()
+            now = self.clock.now()
+            if state.paused_until is not None:
+                if now < state.paused_until:
+                    state.read_requested = False
+                    await self.clock.sleep_until(state.paused_until, state.wake)
+                    continue
+                state.paused_until = None
+                state.paused_until_epoch = None
+                state.next_due = now
+            if state.read_requested or now >= state.next_due:
+                state.read_requested = False
+                return
+            await self.clock.sleep_until(state.next_due, state.wake)
+
+    async def _read(self, state: DeviceState) -> None:
+        config = state.config
+        async with self.gate(config.adapter).turn(0 if state.healthy else 1):
+            start = self.clock.now()
+            state.last_start = start
+            state.busy_since = start
+            reading = await self._guarded_read(config)
+        self._record(state, reading)
+        state.next_due = (
+            start
+            + backoff_s(config.poll_interval_s, state.consecutive_failures)
+            + self._jitter(config.poll_interval_s)
+        )
+
+    async def _guarded_read(self, config: DeviceConfig) -> Reading:
+        started = time.monotonic()
+        try:
+            # The reader enforces timeout_s itself; this only catches a reader that hangs.
+            async with asyncio.timeout(config.timeout_s + STUCK_GRACE_S):
+                return await self.reader.read(request_for(config))
+        except TimeoutError:
+            error: BusError | Timeout = Timeout("the reader did not return", stage="collect")
+        except Exception as err:  # the boundary that keeps one device from killing the gateway
+            log.exception("reader failed device=%s", config.name)
+            error = BusError(f"unexpected {type(err).__name__}: {err}")
+        return error_reading(config.name, config.address, config.adapter, error, started)
+
+    async def _follow(self, state: DeviceState) -> None:
+        config = state.config
+        state.last_start = self.clock.now()
+        try:
+            await self.reader.follow(
+                request_for(config), lambda r: self._record(state, r), config.poll_interval_s
+            )
+            log.warning("follow session ended device=%s", config.name)
+        except Exception as err:  # follow should run until cancelled; restart it, never die
+            log.exception("follow session failed device=%s", config.name)
+            started = time.monotonic()
+            error = BusError(f"unexpected {type(err).__name__}: {err}")
+            self._record(
+                state, error_reading(config.name, config.address, config.adapter, error, started)
+            )
+        # The session ended by itself: retry on the failure backoff.
+        failures = max(state.consecutive_failures, 1)
+        state.next_due = self.clock.now() + backoff_s(config.poll_interval_s, failures)
+
+    def _record(self, state: DeviceState, reading: Reading) -> None:
+        state.attempts += 1
+        state.last_reading = reading
+        error = reading.get("error")
+        if error is None:
+            state.successes += 1
+            state.consecutive_failures = 0
+            state.last_success = time.time()
+        else:
+            state.consecutive_failures += 1
+            state.last_error_type = error["type"]
+        self.progress += 1
+        if self.on_progress is not None:
+            self.on_progress()
+        try:
+            self.on_reading(state, reading)
+        except Exception:  # publishing must never stop the schedule
+            log.exception("publishing a reading failed device=%s", state.name)

@@ -1,0 +1,226 @@
+"""Scheduling logic with a fake reader and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from bluez_jk.gateway.config import DeviceConfig
+from bluez_jk.gateway.scheduler import AdapterGate, DeviceState, Scheduler, backoff_s
+from bluez_jk.reading import Reading
+from tests.unit.gateway.fakes import FakeClock, FakeReader
+
+
+def device(name: str, adapter: str | None, interval: float = 10.0, **kw: object) -> DeviceConfig:
+    index = int(name[-1])
+    return DeviceConfig(
+        name=name,
+        address=f"C8:47:80:37:02:E{index}",
+        adapter=adapter,
+        poll_interval_s=interval,
+        timeout_s=5.0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def running(
+    devices: list[DeviceConfig], reader: FakeReader, clock: FakeClock
+) -> AsyncIterator[tuple[Scheduler, list[tuple[str, Reading]]]]:
+    seen: list[tuple[str, Reading]] = []
+
+    def on_reading(state: DeviceState, reading: Reading) -> None:
+        seen.append((state.name, reading))
+
+    scheduler = Scheduler(reader, devices, on_reading, clock=clock, rng=random.Random(7))
+    task = asyncio.create_task(scheduler.run())
+    await clock.settle()
+    try:
+        yield scheduler, seen
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_s(10, k) for k in range(6)] == [10, 10, 20, 40, 80, 80]
+    assert backoff_s(60, 10) == 300
+    assert backoff_s(0.5, 100) == 4.0
+
+
+async def test_each_device_on_its_own_interval_with_bounded_jitter() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=1.0)
+    devices = [device("jk1", "hci0", 10), device("jk2", "hci1", 4)]
+    async with running(devices, reader, clock) as (_, seen):
+        await clock.advance(100)
+    for name, interval in (("jk1", 10), ("jk2", 4)):
+        starts = reader.starts(name)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert len(starts) >= 100 / (interval * 1.1 + 0.1) - 1
+        # Jitter: at most 10 % of the interval (and 1 s); never sooner than the interval.
+        assert all(interval - 0.06 <= g <= interval + min(1.0, interval / 10) + 0.06 for g in gaps)
+    assert len(seen) == len(reader.calls) - sum(1 for c in reader.calls if c.end is None)
+    assert reader.overlaps == 0
+
+
+async def test_one_read_per_adapter_adapters_in_parallel() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=3.0)
+    devices = [device("jk1", "hci0", 2), device("jk2", "hci0", 2), device("jk3", "hci1", 2)]
+    async with running(devices, reader, clock):
+        await clock.advance(60)
+    assert reader.overlaps == 0
+    # Reads on hci0 and hci1 did overlap in time: the adapters work in parallel.
+    hci0 = [(c.start, c.end) for c in reader.calls if c.adapter == "hci0" and c.end]
+    hci1 = [(c.start, c.end) for c in reader.calls if c.adapter == "hci1" and c.end]
+    assert any(a0 < b1 and a1 < b0 for a0, b0 in hci0 for a1, b1 in hci1)
+    # Two 3 s reads on one adapter share it: each still reads about every 6 s.
+    assert len(reader.starts("jk1")) >= 8
+    assert len(reader.starts("jk2")) >= 8
+
+
+async def test_failing_device_backs_off_and_never_delays_healthy_ones() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=1.0, failing={"jk2"}, fail_duration_s=5.0)
+    devices = [device("jk1", "hci0", 5), device("jk2", "hci0", 5), device("jk3", "hci1", 5)]
+    async with running(devices, reader, clock) as (scheduler, _):
+        await clock.advance(300)
+        assert scheduler.devices["jk2"].consecutive_failures >= 5
+    failing = reader.starts("jk2")
+    gaps = [b - a for a, b in itertools.pairwise(failing)]
+    assert gaps[-1] >= 40 - 0.1  # capped at 8 x the interval
+    assert len(failing) < 15
+    # The other adapter is untouched; the neighbour on hci0 waits at most one failing read.
+    for name, slack in (("jk3", 0.56), ("jk1", 5.56)):
+        starts = reader.starts(name)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert max(gaps) <= 5 + slack, (name, gaps)
+
+
+async def test_recovers_by_itself_when_the_fault_clears() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, failing={"jk1"})
+    async with running([device("jk1", "hci0", 2)], reader, clock) as (scheduler, seen):
+        await clock.advance(60)
+        assert scheduler.devices["jk1"].consecutive_failures > 3
+        reader.failing.clear()
+        await clock.advance(17)  # at most one capped backoff (16 s) away
+        state = scheduler.devices["jk1"]
+        assert state.consecutive_failures == 0
+        assert seen[-1][1]["error"] is None
+
+
+async def test_cmd_read_now_and_coalesced_with_a_read_in_flight() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=2.0)
+    async with running([device("jk1", "hci0", 100)], reader, clock) as (scheduler, _):
+        await clock.advance(5)  # first read done (start jitter <= 2 s)
+        assert len(reader.calls) == 1
+        assert scheduler.request_read("jk1") is True
+        await clock.settle()
+        assert len(reader.calls) == 2
+        assert reader.calls[-1].start == clock.now()  # at once, not on the next tick
+        # While that read runs, further requests join it.
+        assert scheduler.request_read("jk1") is False
+        assert scheduler.request_read("jk1") is False
+        await clock.advance(10)
+        assert len(reader.calls) == 2
+
+
+async def test_pause_releases_the_link_at_once_and_resumes() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=5.0)
+    async with running([device("jk1", "hci0", 10)], reader, clock) as (scheduler, seen):
+        await clock.advance(2.5)  # a read is in flight
+        assert reader.active["hci0"] == 1
+        scheduler.pause("jk1", 1)
+        await clock.settle()
+        assert reader.cancelled == ["jk1"]
+        assert reader.active["hci0"] == 0
+        count = len(reader.calls)
+        assert scheduler.request_read("jk1") is True  # ignored while paused
+        await clock.advance(55)
+        assert len(reader.calls) == count
+        scheduler.pause("jk1", 0)
+        await clock.advance(0.1)
+        assert len(reader.calls) == count + 1
+        assert not seen or seen[-1][1]["name"] == "jk1"
+
+
+async def test_reconfigure_changes_the_rate() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=0.5)
+    async with running([device("jk1", "hci0", 30)], reader, clock) as (scheduler, _):
+        await clock.advance(3)
+        assert len(reader.calls) == 1
+        scheduler.reconfigure("jk1", device("jk1", "hci1", 2))
+        await clock.advance(20)
+        assert len(reader.calls) >= 9
+        assert reader.calls[-1].adapter == "hci1"
+
+
+async def test_keep_connected_follows_and_restarts_on_reconfigure() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock)
+    config = device("jk1", "hci0", 1, keep_connected=True)
+    async with running([config], reader, clock) as (scheduler, seen):
+        await clock.advance(10)
+        assert len(reader.follows) == 1
+        assert len(seen) >= 7
+        assert scheduler.request_read("jk1") is False  # the stream already delivers
+        scheduler.reconfigure("jk1", device("jk1", "hci0", 2, keep_connected=True))
+        await clock.advance(5)
+        assert reader.cancelled == ["jk1"]
+        assert [r.adapter for r in reader.follows] == ["hci0", "hci0"]
+
+
+async def test_a_reader_that_raises_becomes_an_error_reading() -> None:
+    clock = FakeClock()
+
+    class Broken(FakeReader):
+        async def read(self, req, *, capture=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug")
+
+    reader = Broken(clock)
+    async with running([device("jk1", "hci0", 1)], reader, clock) as (scheduler, seen):
+        await clock.advance(10)
+        assert seen
+        assert all(r["error"] and r["error"]["type"] == "BusError" for _, r in seen)
+        assert scheduler.devices["jk1"].attempts == len(seen)
+
+
+async def test_gate_serves_healthy_devices_first() -> None:
+    gate = AdapterGate()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with gate.turn():
+            await release.wait()
+
+    async def user(name: str, priority: int) -> None:
+        async with gate.turn(priority):
+            order.append(name)
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    tasks = [
+        asyncio.create_task(user("failing", 1)),
+        asyncio.create_task(user("healthy-a", 0)),
+        asyncio.create_task(user("healthy-b", 0)),
+    ]
+    cancelled = asyncio.create_task(user("cancelled", 0))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *tasks)
+    assert order == ["healthy-a", "healthy-b", "failing"]
+    assert not gate.held
