@@ -1,0 +1,515 @@
+"""One read session against one JK-BMS: lock the adapter, find and connect the device, resolve
+GATT, subscribe, 0x97 then 0x96, collect device info, settings and cell info until complete or
+`timeout_s`, and always clean up (DESIGN.md, "Concurrency and cleanup").
+
+BlueZ trouble is handled by `bluez.recovery.decide`; this module only carries its decisions out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from bluez_jk.adapter_lock import AdapterLock
+from bluez_jk.bluez.adapter import discover_device, resolve_adapter
+from bluez_jk.bluez.bus import BluezBus
+from bluez_jk.bluez.device import (
+    DeviceWatch,
+    connect,
+    disconnect,
+    remove_device,
+    wait_services_resolved,
+    watch_device,
+)
+from bluez_jk.bluez.errors import ConnectAborted, LinkLost
+from bluez_jk.bluez.gatt import (
+    JkChars,
+    NotifyMode,
+    acquired_notify,
+    find_jk_chars,
+    read_model_number,
+    started_notify,
+    write_command,
+)
+from bluez_jk.bluez.paths import adapter_name, device_path
+from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
+from bluez_jk.errors import (
+    BusError,
+    Busy,
+    ConnectFailed,
+    DeviceNotFound,
+    JkError,
+    ProtocolError,
+    ServicesNotResolved,
+    Stage,
+    Timeout,
+)
+from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, command
+from bluez_jk.protocol.stream import StreamDecoder
+from bluez_jk.reading import ProtocolName, Reading, new_reading
+
+log = logging.getLogger(__name__)
+
+Capture = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    name: str
+    address: str  # upper case with colons
+    adapter: str | None = None  # "hciN" or None = default adapter
+    protocol: ProtocolName | None = None
+    timeout_s: float = 20.0
+    scan_timeout_s: float = 5.0
+    notify_mode: Literal["auto", "acquire", "start"] = "auto"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Bounds of single steps; every one is also cut to the time left in the read."""
+
+    call_s: float = 10.0
+    connect_s: float = 30.0  # the kernel's LE connect gives up after ~20 s (fact 3)
+    services_s: float = 10.0
+    disconnect_s: float = 5.0  # bluetoothd waits 2 s before dropping the link (fact 5)
+    resend_s: float = 3.0  # re-send a command whose answer did not come (jk_protocol.md 3.2)
+    model_read_s: float = 3.0
+
+
+class Reader:
+    """Reads JK-BMS devices over one system-bus connection, reopened when it is lost.
+
+    `read` never raises a JkError: failures come back in the Reading's `error`, together with
+    every frame decoded before the failure. Cancellation cleans up, then propagates."""
+
+    def __init__(self, *, timing: Timing | None = None, limits: Limits | None = None) -> None:
+        self.timing = timing or Timing()
+        self.limits = limits or Limits()
+        self._bus: BluezBus | None = None
+        self._bus_guard = asyncio.Lock()
+        # AcquireNotify refused once -> StartNotify for this device from then on.
+        self._notify_modes: dict[str, NotifyMode] = {}
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+
+    def notify_mode(self, address: str) -> NotifyMode | None:
+        return self._notify_modes.get(address)
+
+    async def _get_bus(self, *, fresh: bool = False) -> BluezBus:
+        async with self._bus_guard:
+            if self._bus is not None and (fresh or not self._bus.connected):
+                await self._bus.close()
+                self._bus = None
+            if self._bus is None:
+                self._bus = await BluezBus.connect(timeout_s=self.timing.call_s)
+            return self._bus
+
+    async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
+        started = time.monotonic()
+        reading = new_reading(req.name, req.address, req.adapter)
+        session = _Session(self, req, reading, capture)
+        try:
+            await session.run()
+        except JkError as err:
+            reading["error"] = err.to_info()
+        except Exception as err:  # the boundary: anything unexpected leaves as a typed error
+            log.exception("read failed unexpectedly name=%s", req.name)
+            reading["error"] = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
+        finally:
+            session.fill(reading)
+            reading["duration_s"] = round(time.monotonic() - started, 3)
+        log.info(
+            "read name=%s ok=%s got=%s duration_s=%.2f error=%s",
+            req.name,
+            reading["error"] is None,
+            reading["got"],
+            reading["duration_s"],
+            reading["error"] and reading["error"]["type"],
+        )
+        return reading
+
+    async def follow(
+        self, req: ReadRequest, on_reading: Callable[[Reading], None], interval_s: float
+    ) -> None:
+        """Stay connected and call `on_reading` every `interval_s` with the latest values of
+        the BMS's own stream; after a failure, an error Reading, then a new session one
+        interval later. Runs until cancelled; cleans up like `read`."""
+        while True:
+            started = time.monotonic()
+            reading = new_reading(req.name, req.address, req.adapter)
+            session = _Session(
+                self, req, reading, None, on_reading=on_reading, interval_s=interval_s
+            )
+            try:
+                await session.run()
+            except JkError as err:
+                reading["error"] = err.to_info()
+            except Exception as err:  # the boundary, as in `read`
+                log.exception("follow failed unexpectedly name=%s", req.name)
+                reading["error"] = BusError(f"internal error: {err!r}").to_info()
+            session.fill(reading)
+            reading["duration_s"] = round(time.monotonic() - started, 3)
+            on_reading(reading)
+            await asyncio.sleep(interval_s)
+
+
+async def read_once(req: ReadRequest, **kw: Any) -> Reading:
+    """One read with a Reader of its own (a fresh bus connection, closed afterwards)."""
+    capture: Capture | None = kw.pop("capture", None)
+    async with Reader(**kw) as reader:
+        return await reader.read(req, capture=capture)
+
+
+async def _bounded_cleanup(stack: AsyncExitStack) -> None:
+    """Close `stack` even if the caller is cancelled meanwhile; every step inside is bounded."""
+    task = asyncio.ensure_future(stack.aclose())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+@dataclass
+class _Collector:
+    """Feeds notification chunks to the decoder and wakes the session on progress or EOF."""
+
+    decoder: StreamDecoder
+    capture: Capture | None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+    chunks: int = 0
+
+    def on_chunk(self, chunk: bytes) -> None:
+        self.chunks += 1
+        if self.capture is not None:
+            self.capture(chunk)
+        if self.decoder.feed(chunk):
+            self.changed.set()
+
+    def on_end(self) -> None:
+        self.ended = True
+        self.changed.set()
+
+
+class _Session:
+    def __init__(
+        self,
+        reader: Reader,
+        req: ReadRequest,
+        reading: Reading,
+        capture: Capture | None,
+        *,
+        on_reading: Callable[[Reading], None] | None = None,
+        interval_s: float = 0.0,
+    ) -> None:
+        self.reader = reader
+        self.req = req
+        self.reading = reading
+        self.decoder = StreamDecoder(req.protocol)
+        self.collector = _Collector(self.decoder, capture)
+        self.stage: Stage = "bus"
+        self.last_error: JkError | None = None
+        self.model_nbr: str | None = None
+        self.adapter: str | None = req.adapter
+        self.connected = False
+        self.mode: NotifyMode = (
+            req.notify_mode
+            if req.notify_mode != "auto"
+            else reader.notify_mode(req.address) or "acquire"
+        )
+        self.deadline = 0.0
+        self._timeout: asyncio.Timeout | None = None
+        # The adapter lock, held from before the first BlueZ call of a session to its end;
+        # `follow` gives it back while it only listens to the stream.
+        self._lock = AsyncExitStack()
+        self.locked = False
+        self.on_reading = on_reading
+        self.interval_s = interval_s
+        self.streamed = False
+
+    def fill(self, reading: Reading) -> None:
+        reading["adapter"] = self.adapter
+        reading["connected"] = self.connected
+        reading["model_nbr"] = self.model_nbr
+        reading["protocol"] = self.decoder.protocol
+        reading["detected_by"] = self.decoder.detected_by
+        reading["got"] = {
+            "device_info": bool(self.decoder.got["device_info"]),
+            "cell_info": bool(self.decoder.got["cell_info"]),
+            "settings": bool(self.decoder.got["settings"]),
+        }
+        status: Any = self.decoder.status
+        reading["status"] = status
+
+    def time_left(self) -> float:
+        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
+
+    def bound(self, limit_s: float) -> float:
+        return max(min(limit_s, self.time_left()), 0.05)
+
+    @property
+    def complete(self) -> bool:
+        got = self.decoder.got
+        return bool(got["device_info"] and got["cell_info"] and got["settings"])
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + self.req.timeout_s
+        try:
+            async with asyncio.timeout_at(self.deadline) as self._timeout:
+                await self._run()
+        except TimeoutError:
+            raise self._deadline_error() from None
+        finally:
+            await self._lock.aclose()
+
+    async def _run(self) -> None:
+        tried = Tried()
+        pending: Action | None = None
+        bus: BluezBus | None = None
+        adapter_obj: str | None = None
+        while True:
+            try:
+                if bus is None or pending == "reconnect_bus":
+                    self.stage = "bus"
+                    bus = await self.reader._get_bus(fresh=pending == "reconnect_bus")
+                if adapter_obj is None:
+                    adapter_obj = await self._resolve_adapter(bus)
+                await self._take_lock()
+                await self._attempt(bus, adapter_obj, pending)
+            except JkError as err:
+                self.last_error = err
+                if self.streamed:
+                    # A link that streamed for a while and then dropped starts a fresh
+                    # budget: the limits are per incident, not per lifetime.
+                    tried, self.streamed = Tried(), False
+                    self._set_deadline()
+                decision = decide(err, tried, self.time_left(), self.reader.limits)
+                log.info(
+                    "attempt failed name=%s stage=%s error=%r next=%s delay_s=%.2f",
+                    self.req.name,
+                    self.stage,
+                    err,
+                    decision.action,
+                    decision.delay_s,
+                )
+                if decision.action == "give_up":
+                    raise
+                if decision.action == "start_notify":
+                    if self.req.notify_mode == "acquire":
+                        raise
+                    self.mode = "start"
+                    if self.req.notify_mode == "auto":
+                        self.reader._notify_modes[self.req.address] = "start"
+                pending = decision.action
+                if decision.delay_s:
+                    await asyncio.sleep(decision.delay_s)
+            else:
+                return
+
+    def _set_deadline(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.req.timeout_s
+        if self._timeout is not None:
+            self._timeout.reschedule(self.deadline)
+
+    async def _resolve_adapter(self, bus: BluezBus) -> str:
+        self.stage = "adapter"
+        objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(5.0))
+        adapter_obj = resolve_adapter(objects, self.req.adapter)
+        self.adapter = adapter_name(adapter_obj)
+        return adapter_obj
+
+    async def _take_lock(self) -> None:
+        if self.locked or self.adapter is None:
+            return
+        self.stage = "lock"
+        await self._lock.enter_async_context(AdapterLock(self.adapter, self.time_left()))
+        self.locked = True
+
+    async def _release_lock(self) -> None:
+        await self._lock.aclose()
+        self.locked = False
+
+    def _deadline_error(self) -> JkError:
+        left = f"within {self.req.timeout_s:.1f} s"
+        if self.stage in ("subscribe", "write", "collect"):
+            got = self.decoder.got
+            missing = ", ".join(k for k in ("device_info", "cell_info", "settings") if not got[k])
+            if self.decoder.errors and not got["cell_info"]:
+                return ProtocolError(
+                    f"no valid frame {left}: {self.decoder.errors[-1]['message']}",
+                    stage="collect",
+                )
+            if self.collector.chunks == 0:
+                return Timeout(f"the BMS sent nothing {left}", stage=self.stage)
+            return Timeout(f"missing {missing} {left}", stage=self.stage)
+        if self.last_error is not None:
+            return self.last_error
+        defaults: dict[str, type[JkError]] = {
+            "lock": Busy,
+            "discover": DeviceNotFound,
+            "connect": ConnectFailed,
+            "resolve": ServicesNotResolved,
+        }
+        cls = defaults.get(self.stage, Timeout)
+        return cls(f"{self.stage} did not complete {left}", stage=self.stage)
+
+    async def _attempt(self, bus: BluezBus, adapter_obj: str, pending: Action | None) -> None:
+        stack = AsyncExitStack()
+        try:
+            await self._connected_session(stack, bus, adapter_obj, pending)
+        finally:
+            await _bounded_cleanup(stack)
+
+    async def _connected_session(
+        self, stack: AsyncExitStack, bus: BluezBus, adapter_obj: str, pending: Action | None
+    ) -> None:
+        timing = self.reader.timing
+        dev_obj = device_path(adapter_obj, self.req.address)
+        self.stage = "connect"
+        watch = await stack.enter_async_context(watch_device(bus, adapter_obj, dev_obj))
+        if pending in ("reset_cache", "reset_link") and watch.connected:
+            await disconnect(bus, watch, self.bound(timing.disconnect_s))
+        if pending == "reset_cache" and watch.exists:
+            self.stage = "resolve"
+            await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
+            await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
+        if not watch.exists:
+            await self._discover(bus, adapter_obj, watch)
+        self.stage = "connect"
+        if watch.connected:
+            # Nobody else may use the adapter while we hold its lock: this link was left by
+            # a predecessor that died (fact 5). Reuse it and release it at the end.
+            log.warning("device already connected, taking over the link path=%s", dev_obj)
+        # Registered before Connect: a Connect abandoned on our side stays pending in
+        # bluetoothd and only a Disconnect cancels it (fact 4).
+        stack.push_async_callback(disconnect, bus, watch, timing.disconnect_s)
+        if not watch.connected:
+            try:
+                await connect(bus, watch, self.bound(timing.connect_s))
+            except ConnectAborted:
+                # BlueZ flaps Connected after an abort; retry only once it settled (bleak#1255).
+                await watch.wait_for(lambda w: not w.connected, self.bound(2.0))
+                raise
+        self.stage = "resolve"
+        await wait_services_resolved(watch, self.bound(timing.services_s))
+        self.connected = True
+        objects = await bus.managed_objects(stage="resolve", timeout_s=self.bound(timing.call_s))
+        chars = find_jk_chars(objects, dev_obj)
+        if self.model_nbr is None and chars.model_number is not None:
+            # Before subscribing: with StartNotify a read also arrives as a Value signal.
+            self.model_nbr = await read_model_number(
+                bus, chars.model_number, self.bound(timing.model_read_s)
+            )
+        self.stage = "subscribe"
+        await self._subscribe(stack, bus, chars)
+        watch.listeners.append(self.collector.changed.set)
+        await self._handshake(bus, chars, watch)
+        if self.on_reading is not None:
+            await self._stream(watch)
+
+    def snapshot(self) -> Reading:
+        reading = new_reading(self.req.name, self.req.address, self.adapter)
+        self.fill(reading)
+        return reading
+
+    async def _stream(self, watch: DeviceWatch) -> None:
+        """`follow`: stay connected and hand out a Reading every `interval_s` from the BMS's
+        own cell-info stream, until the link drops (LinkLost) or the caller cancels."""
+        assert self.on_reading is not None
+        await self._release_lock()
+        if self._timeout is not None:
+            self._timeout.reschedule(None)
+        self.streamed = True
+        self.stage = "collect"
+        loop = asyncio.get_running_loop()
+        while True:
+            self.on_reading(self.snapshot())
+            next_at = loop.time() + self.interval_s
+            while loop.time() < next_at:
+                if self.collector.ended or not watch.connected or not watch.exists:
+                    raise LinkLost("link dropped while following the stream", stage="collect")
+                self.collector.changed.clear()
+                try:
+                    async with asyncio.timeout_at(next_at):
+                        await self.collector.changed.wait()
+                except TimeoutError:
+                    pass
+
+    async def _discover(self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch) -> None:
+        self.stage = "discover"
+        scan_s = self.bound(self.req.scan_timeout_s)
+        found = await discover_device(bus, adapter_obj, watch.path, self.req.address, scan_s)
+        if not found or not await watch.wait_for(lambda w: w.exists, self.bound(1.0)):
+            raise DeviceNotFound(
+                f"{self.req.address} not seen during {scan_s:.1f} s of discovery on "
+                f"{adapter_name(adapter_obj)}",
+                stage="discover",
+            )
+
+    async def _subscribe(self, stack: AsyncExitStack, bus: BluezBus, chars: JkChars) -> None:
+        call_s = self.bound(self.reader.timing.call_s)
+        self.collector.ended = False
+        if self.mode == "acquire":
+            await stack.enter_async_context(
+                acquired_notify(
+                    bus, chars.notify, self.collector.on_chunk, self.collector.on_end, call_s
+                )
+            )
+        else:
+            await stack.enter_async_context(
+                started_notify(bus, chars.notify, self.collector.on_chunk, call_s)
+            )
+        log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
+
+    async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
+        """0x97 first, then 0x96 (jk_protocol.md 3.1); a command whose answer does not come
+        within `resend_s` is sent again (lost chunks, bad checksums, a silent first try)."""
+        timing = self.reader.timing
+        loop = asyncio.get_running_loop()
+
+        async def send(code: int) -> float:
+            self.stage = "write"
+            await write_command(bus, chars.write, command(code), self.bound(timing.call_s))
+            self.stage = "collect"
+            return loop.time()
+
+        code = CMD_DEVICE_INFO
+        tries = 1
+        sent_at = await send(code)
+        while not self.complete:
+            if self.collector.ended or not watch.connected or not watch.exists:
+                raise LinkLost("link dropped while collecting frames", stage="collect")
+            if code == CMD_DEVICE_INFO and (self.decoder.got["device_info"] or tries > 2):
+                code, tries = CMD_CELL_INFO, 1
+                sent_at = await send(code)
+                continue
+            self.collector.changed.clear()
+            try:
+                async with asyncio.timeout_at(sent_at + timing.resend_s):
+                    await self.collector.changed.wait()
+            except TimeoutError:
+                tries += 1
+                log.info("no answer to 0x%02X, sending it again (try %d)", code, tries)
+                sent_at = await send(code)
