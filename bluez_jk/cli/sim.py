@@ -1,0 +1,91 @@
+"""`jk-ble-sim`: the BlueZ simulator with emulated JK-BMS devices (DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from bluez_jk.sim.devices import DeviceSpec, parse_device
+from bluez_jk.sim.faults import Fault, parse_fault
+from bluez_jk.sim.server import Simulator
+from bluez_jk.sim.spawn import PrivateBus
+from bluez_jk.sim.timing import TIMINGS, TimingName
+
+DEFAULT_DEVICE = "C8:47:80:37:02:E8,adapter=hci0,protocol=JK02_32S,name=JK_PB2A16S20P,cells=16"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jk-ble-sim",
+        description="Serve org.bluez with emulated JK-BMS devices on a D-Bus bus.",
+    )
+    p.add_argument(
+        "--spawn-bus",
+        action="store_true",
+        help="start a private dbus-daemon and print DBUS_SYSTEM_BUS_ADDRESS=... first",
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="MAC[,adapter=hciN][,protocol=P][,name=N][,cells=N][,sw=X.Y][,layout=old|new]",
+        help=f"an emulated BMS (repeatable; default: {DEFAULT_DEVICE})",
+    )
+    p.add_argument(
+        "--fault", action="append", default=[], metavar="NAME[:N][@MAC]", help="repeatable"
+    )
+    p.add_argument("--timing", choices=sorted(TIMINGS), default="real")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
+    try:
+        devices = [parse_device(text) for text in (args.device or [DEFAULT_DEVICE])]
+        faults = [parse_fault(text) for text in args.fault]
+    except ValueError as err:
+        print(f"jk-ble-sim: {err}", file=sys.stderr)
+        return 2
+    timing: TimingName = args.timing
+    try:
+        if args.spawn_bus:
+            with PrivateBus() as bus:
+                return asyncio.run(_serve(devices, faults, timing, bus.address))
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+        if not address:
+            print("jk-ble-sim: set DBUS_SYSTEM_BUS_ADDRESS or use --spawn-bus", file=sys.stderr)
+            return 2
+        return asyncio.run(_serve(devices, faults, timing, address))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(
+    devices: list[DeviceSpec], faults: list[Fault], timing: TimingName, address: str
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Simulator(devices, faults, timing, bus_address=address) as sim:
+        # Printed once org.bluez is owned, so whoever reads it can use the bus at once.
+        print(f"DBUS_SYSTEM_BUS_ADDRESS={address}", flush=True)
+        closed = asyncio.ensure_future(sim.wait_closed())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in (closed, stopping):
+            fut.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fut
+        if closed.done() and not stopping.done():
+            return 1
+    return 0

@@ -1,0 +1,581 @@
+"""org.bluez as bluetoothd shows it: adapters, devices and their links (bluez_dbus.md 2, 3, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable
+from typing import Any
+
+from dbus_fast import Variant
+
+from bluez_jk.sim import errors
+from bluez_jk.sim.devices import DeviceSpec
+from bluez_jk.sim.dispatch import Call, DBusObject, Dispatcher, Interface, Method, Reply
+from bluez_jk.sim.eventlog import EventLog
+from bluez_jk.sim.faults import FaultSet
+from bluez_jk.sim.gatt import GattDatabase, LayoutName, uuid128
+from bluez_jk.sim.jkbms import JkBms
+from bluez_jk.sim.timing import Timing
+
+log = logging.getLogger(__name__)
+
+ADAPTER_IFACE = "org.bluez.Adapter1"
+DEVICE_IFACE = "org.bluez.Device1"
+_JK_COMPANY_ID = 0x0B65  # jk_protocol.md 1.1
+
+
+def device_path(adapter: str, address: str) -> str:
+    return f"/org/bluez/{adapter}/dev_{address.replace(':', '_')}"
+
+
+class World:
+    """Everything shared by adapters and devices."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, timing: Timing, faults: FaultSet, events: EventLog
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.timing = timing
+        self.faults = faults
+        self.events = events
+        self.rng = random.Random(0x4A4B)  # noqa: S311 - simulation, not crypto
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(_logged(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+async def _logged(coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a background step of the simulator must not die silently
+        log.exception("sim: background task failed")
+
+
+class Adapter:
+    def __init__(self, world: World, name: str, index: int) -> None:
+        self.world = world
+        self.name = name
+        self.path = f"/org/bluez/{name}"
+        self.address = f"00:1A:7D:DA:71:{index:02X}"
+        self.powered = True
+        self.present = False
+        self.devices: list[Device] = []
+        self.sessions: set[str] = set()  # unique names with a discovery session
+        self.filters: dict[str, dict[str, Any]] = {}
+        self.discovering = False
+        self._scan: asyncio.Task[None] | None = None
+        self.reject_stop = False
+
+    def dbus_object(self) -> DBusObject:
+        types = {
+            "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Class": "u",
+            "Connectable": "b", "Powered": "b", "PowerState": "s", "Discoverable": "b",
+            "DiscoverableTimeout": "u", "Pairable": "b", "PairableTimeout": "u",
+            "Discovering": "b", "UUIDs": "as", "Modalias": "s", "Roles": "as",
+            "Manufacturer": "q", "Version": "y",
+        }  # fmt: skip
+        m = {
+            "StartDiscovery": Method("", "", self._start_discovery),
+            "StopDiscovery": Method("", "", self._stop_discovery),
+            "SetDiscoveryFilter": Method("a{sv}", "", self._set_filter, ("properties",)),
+            "RemoveDevice": Method("o", "", self._remove_device, ("device",)),
+            "GetDiscoveryFilters": Method("", "as", self._filters, (), ("filters",)),
+        }
+        iface = Interface(
+            ADAPTER_IFACE, types, self._props, m,
+            writable=frozenset({"Powered", "Alias", "Discoverable", "Pairable"}),
+            setter=self._set_property,
+        )  # fmt: skip
+        return DBusObject(self.path, {ADAPTER_IFACE: iface})
+
+    def _props(self) -> dict[str, Any]:
+        return {
+            "Address": self.address, "AddressType": "public", "Name": f"bluez-jk-sim-{self.name}",
+            "Alias": f"bluez-jk-sim-{self.name}", "Class": 0, "Connectable": self.powered,
+            "Powered": self.powered, "PowerState": "on" if self.powered else "off",
+            "Discoverable": False, "DiscoverableTimeout": 180, "Pairable": False,
+            "PairableTimeout": 0, "Discovering": self.discovering,
+            "UUIDs": [uuid128(0x1800), uuid128(0x1801)], "Modalias": "usb:v1D6Bp0246d0552",
+            "Roles": ["central", "peripheral"], "Manufacturer": 2, "Version": 9,
+        }  # fmt: skip
+
+    def _changed(self, *names: str) -> None:
+        self.world.dispatcher.changed(self.path, ADAPTER_IFACE, *names)
+
+    # ---- presence (the "adapter gone" control) ---------------------------------------------
+
+    def appear(self) -> None:
+        if self.present:
+            return
+        self.present = True
+        self.world.dispatcher.add(self.dbus_object())
+        self.world.events.record("adapter_added", adapter=self.name)
+        for device in self.devices:
+            device.restore()
+
+    async def vanish(self) -> None:
+        if not self.present:
+            return
+        for device in self.devices:
+            await device.link_down("org.bluez.Reason.Unknown", "Unspecified", cancel=True)
+            device.unexport()
+        self._end_scan()
+        self.sessions.clear()
+        self.filters.clear()
+        self.present = False
+        self.world.dispatcher.remove(self.path)
+        self.world.events.record("adapter_removed", adapter=self.name)
+
+    # ---- discovery ------------------------------------------------------------------------
+
+    def _check_powered(self) -> None:
+        if not self.powered:
+            raise errors.not_ready()
+
+    async def _set_filter(self, call: Call) -> None:
+        self._check_powered()
+        options: dict[str, Variant] = call.body[0]
+        expected = {
+            "UUIDs": "as", "RSSI": "n", "Pathloss": "q", "Transport": "s", "DuplicateData": "b",
+            "Discoverable": "b", "Pattern": "s", "AutoConnect": "b",
+        }  # fmt: skip
+        for key, value in options.items():
+            if key not in expected or value.signature != expected[key]:
+                raise errors.invalid_arguments()
+        if "Transport" in options and options["Transport"].value not in ("auto", "bredr", "le"):
+            raise errors.invalid_arguments()
+        if options:
+            self.filters[call.sender] = {k: v.value for k, v in options.items()}
+        else:
+            self.filters.pop(call.sender, None)
+
+    async def _filters(self, _call: Call) -> Reply:
+        names = ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable"]
+        return Reply("as", [[*names, "Pattern", "AutoConnect"]])
+
+    async def _start_discovery(self, call: Call) -> None:
+        self._check_powered()
+        if call.sender in self.sessions:
+            raise errors.discovery_in_progress()
+        self.sessions.add(call.sender)
+        self.world.events.record("discovery_start", adapter=self.name, sender=call.sender)
+        if not self.discovering:
+            # The reply first, then Discovering=true (2.2).
+            self.world.spawn(self._begin_scan())
+
+    async def _begin_scan(self) -> None:
+        await asyncio.sleep(0)
+        if not self.sessions or self.discovering:
+            return
+        self.discovering = True
+        self._changed("Discovering")
+        self._scan = self.world.spawn(self._scan_loop())
+
+    async def _stop_discovery(self, call: Call) -> None:
+        self._check_powered()
+        if call.sender not in self.sessions:
+            raise errors.no_discovery()
+        if self.world.faults.fire("stop-discovery-rejected", None):
+            raise errors.discovery_in_progress()
+        self.end_session(call.sender, "stop")
+
+    def end_session(self, sender: str, reason: str) -> None:
+        if sender not in self.sessions:
+            return
+        self.sessions.discard(sender)
+        self.filters.pop(sender, None)
+        self.world.events.record("discovery_stop", adapter=self.name, sender=sender, reason=reason)
+        if not self.sessions:
+            self._end_scan()
+
+    def _end_scan(self) -> None:
+        if self._scan is not None:
+            self._scan.cancel()
+            self._scan = None
+        if self.discovering:
+            self.discovering = False
+            self._changed("Discovering")
+            for device in self.devices:
+                device.scan_ended()
+
+    async def _scan_loop(self) -> None:
+        timing = self.world.timing
+        started = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(timing.advert_s)
+            elapsed = asyncio.get_running_loop().time() - started
+            for device in self.devices:
+                device.advertise(elapsed)
+            # Real scans report in tens of ms at best; never spin in zero timing.
+            if timing.advert_s == 0:
+                await asyncio.sleep(0.01)
+
+    # ---- devices --------------------------------------------------------------------------
+
+    async def _remove_device(self, call: Call) -> None:
+        path: str = call.body[0]
+        self._check_powered()
+        device = next((d for d in self.devices if d.path == path and d.exported), None)
+        if device is None:
+            raise errors.does_not_exist()
+        await device.remove()
+
+    async def _set_property(self, name: str, value: Any) -> None:
+        if name == "Powered" and bool(value) != self.powered:
+            if not value:
+                for device in self.devices:
+                    await device.link_down(
+                        "org.bluez.Reason.Local", "Connection terminated by local host", cancel=True
+                    )
+                for sender in list(self.sessions):
+                    self.end_session(sender, "power_off")
+            self.powered = bool(value)
+            self._changed("Powered", "PowerState", "Connectable")
+
+
+class Device:
+    """One emulated JK-BMS board as BlueZ's Device1 and its cached GATT database."""
+
+    def __init__(self, world: World, adapter: Adapter, spec: DeviceSpec) -> None:
+        self.world = world
+        self.dispatcher = world.dispatcher
+        self.faults = world.faults
+        self.events = world.events
+        self.adapter = adapter
+        self.adapter_name = adapter.name
+        self.spec = spec
+        self.address = spec.address
+        self.path = device_path(adapter.name, spec.address)
+        self.exported = False
+        self.connected = False
+        self.services_resolved = False
+        self._disconnecting: asyncio.Future[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._resolving: asyncio.Task[None] | None = None
+        self.rssi: int | None = None
+        self._rssi_flip = False
+        self.gatt: GattDatabase | None = None
+        self.gatt_fresh = False  # discovered on this connection, not loaded from the cache
+        self.bms = JkBms(spec, world.timing, world.faults, self._notify, self._peer_drop)
+
+    # ---- GattHost -------------------------------------------------------------------------
+
+    @property
+    def link_up(self) -> bool:
+        return self.connected and self.gatt is not None and self.gatt.exported
+
+    @property
+    def disconnecting(self) -> bool:
+        return self._disconnecting is not None
+
+    @property
+    def mtu(self) -> int:
+        return self.spec.profile.mtu
+
+    def on_write(self, data: bytes) -> None:
+        self.bms.on_write(data)
+
+    def on_subscribed(self) -> None:
+        self.bms.subscribed()
+
+    def _notify(self, chunk: bytes) -> None:
+        if self.gatt is None:
+            return
+        for char in self.gatt.characteristics:
+            if "notify" in char.spec.flags and char.spec.uuid == 0xFFE1:
+                char.notify(chunk)
+
+    async def _peer_drop(self) -> None:
+        self.events.record("peer_drop", self.address, self.adapter_name)
+        await self.link_down("org.bluez.Reason.Remote", "Connection terminated by remote user")
+
+    # ---- D-Bus object -------------------------------------------------------------------------
+
+    def dbus_object(self) -> DBusObject:
+        types = {
+            "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Appearance": "q",
+            "Paired": "b", "Bonded": "b", "Trusted": "b", "Blocked": "b", "LegacyPairing": "b",
+            "CablePairing": "b", "RSSI": "n", "Connected": "b", "UUIDs": "as", "Adapter": "o",
+            "ManufacturerData": "a{qv}", "ServicesResolved": "b", "AdvertisingFlags": "ay",
+        }  # fmt: skip
+        m = {
+            "Connect": Method("", "", self._connect),
+            "Disconnect": Method("", "", self._disconnect),
+        }
+        iface = Interface(DEVICE_IFACE, types, self._props, m, {"Disconnected": "ss"})
+        return DBusObject(self.path, {DEVICE_IFACE: iface})
+
+    def _props(self) -> dict[str, Any]:
+        mac = bytes.fromhex(self.address.replace(":", ""))
+        if self.services_resolved and self.gatt is not None:
+            uuids = self.gatt.uuids()
+        else:
+            uuids = [uuid128(0xFFE0)]
+        props: dict[str, Any] = {
+            "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
+            "Alias": self.spec.display_name, "Paired": False, "Bonded": False,
+            "Trusted": False, "Blocked": False, "LegacyPairing": False, "CablePairing": False,
+            "Connected": self.connected, "UUIDs": uuids, "Adapter": self.adapter.path,
+            "ManufacturerData": {_JK_COMPANY_ID: Variant("ay", b"\x88\xa0" + mac)},
+            "ServicesResolved": self.services_resolved, "AdvertisingFlags": b"\x06",
+        }  # fmt: skip
+        if self.rssi is not None:
+            props["RSSI"] = self.rssi
+        return props
+
+    def _changed(self, *names: str) -> None:
+        self.dispatcher.changed(self.path, DEVICE_IFACE, *names)
+
+    # ---- lifetime -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At simulator start: a stored device (connected before), unless a fault says not."""
+        if self.faults.active("not-advertising", self.address) or self.faults.active(
+            "uncached", self.address
+        ):
+            return
+        self.restore()
+        if self.faults.active("left-connected", self.address):
+            self.world.spawn(self.force_link())
+
+    def restore(self) -> None:
+        """Load the device and its GATT cache from storage (start-up, adapter back)."""
+        if self.exported or not self.adapter.present:
+            return
+        self.exported = True
+        self.dispatcher.add(self.dbus_object())
+        if self.gatt is None:
+            self.gatt = self._new_gatt(fresh=False)
+        self.gatt.export(self.dispatcher)
+        self.events.record("device_added", self.address, self.adapter_name)
+
+    def _new_gatt(self, fresh: bool) -> GattDatabase:
+        name: LayoutName = self.spec.layout
+        if not fresh and self.faults.active("stale-cache", self.address):
+            name = "stale"
+        return GattDatabase(self, self.path, name)
+
+    def use_stale_cache(self) -> None:
+        """stale-cache armed at run time: the cache now holds a previous firmware's objects."""
+        if self.gatt is not None and self.gatt.name != "stale":
+            self.gatt.unexport(self.dispatcher)
+        self.gatt = self._new_gatt(fresh=False)
+        self.gatt.export(self.dispatcher)
+
+    def unexport(self) -> None:
+        if not self.exported:
+            return
+        if self.gatt is not None:
+            self.gatt.unexport(self.dispatcher)
+        self.rssi = None
+        self.exported = False
+        self.dispatcher.remove(self.path)
+        self.events.record("device_removed", self.address, self.adapter_name)
+
+    async def remove(self) -> None:
+        """Adapter1.RemoveDevice: disconnect first, then forget the device and its cache."""
+        self.events.record("remove_device", self.address, self.adapter_name)
+        if self.connected or self._connecting is not None:
+            await self._disconnect_link()
+        # Only RemoveDevice cures a stale cache (bluez_dbus.md fact 7).
+        self.faults.clear("stale-cache", self.address)
+        self.faults.clear("stale-cache", None)
+        self.unexport()
+        self.gatt = None
+
+    @property
+    def advertising(self) -> bool:
+        return (
+            self.adapter.present
+            and not self.connected
+            and self._connecting is None
+            and not self.faults.active("not-advertising", self.address)
+        )
+
+    def advertise(self, scan_elapsed_s: float) -> None:
+        if not self.advertising:
+            return
+        if not self.exported:
+            if self.faults.active("uncached", self.address) and (
+                scan_elapsed_s < self.world.timing.uncached_s
+            ):
+                return
+            self.faults.fire("uncached", self.address)
+            self.rssi = -62
+            self.exported = True
+            self.dispatcher.add(self.dbus_object())
+            self.events.record("device_added", self.address, self.adapter_name, by="discovery")
+            return
+        # BlueZ reports RSSI moves of 8 dB or more; alternate so each advert is reported.
+        self._rssi_flip = not self._rssi_flip
+        self.rssi = -62 if self._rssi_flip else -71
+        self._changed("RSSI")
+
+    def scan_ended(self) -> None:
+        if self.rssi is not None and self.exported:
+            self.rssi = None
+            self._changed("RSSI")  # reported as invalidated (1.3)
+
+    # ---- Connect ------------------------------------------------------------------------------
+
+    async def _connect(self, call: Call) -> None:
+        self.events.record("connect_call", self.address, self.adapter_name, sender=call.sender)
+        if self._connecting is not None:
+            raise errors.in_progress()
+        if self.connected:
+            return
+        if self.faults.fire("in-progress", self.address):
+            raise errors.in_progress()
+        task = asyncio.get_running_loop().create_task(self._establish())
+        self._connecting = task
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                # Cancelled by a Disconnect or RemoveDevice from anyone (3.3).
+                self.events.record(
+                    "connect_failed", self.address, self.adapter_name, error="canceled"
+                )
+                raise errors.connection_canceled() from None
+            raise
+        finally:
+            if self._connecting is task:
+                self._connecting = None
+        self._resolving = self.world.spawn(self._resolve())
+
+    async def _establish(self) -> None:
+        timing = self.world.timing
+        if self.faults.fire("not-advertising", self.address):
+            # Nothing answers: the kernel gives up after its LE connect timeout.
+            await asyncio.sleep(timing.connect_timeout_s)
+            self.events.record("connect_failed", self.address, self.adapter_name, error="timeout")
+            raise errors.connection_abort()
+        await asyncio.sleep(timing.connect_s)
+        self._link_up()
+        if self.faults.fire("connect-abort", self.address):
+            self.dispatcher.flush()
+            await asyncio.sleep(max(timing.att_s, 0.001))
+            self.connected = False
+            self._changed("Connected")
+            self.events.record("disconnected", self.address, self.adapter_name, reason="abort")
+            self.events.record("connect_failed", self.address, self.adapter_name, error="abort")
+            raise errors.connection_abort()
+        await asyncio.sleep(timing.att_s)
+
+    def _link_up(self) -> None:
+        self.connected = True
+        self._changed("Connected")
+        if self.rssi is not None:
+            self.rssi = None  # a connected device no longer advertises
+            self._changed("RSSI")
+        self.events.record("connected", self.address, self.adapter_name)
+
+    async def _resolve(self) -> None:
+        await asyncio.sleep(self.world.timing.resolve_s)
+        if not self.connected or self.disconnecting:
+            return
+        if self.faults.fire("no-services", self.address):
+            self.events.record("resolve_skipped", self.address, self.adapter_name)
+            return
+        if self.gatt is None:
+            self.gatt = self._new_gatt(fresh=True)
+        elif self.gatt.name == "stale" and not self.faults.fire("stale-cache", self.address):
+            # The fault's count ran out: this connection's cache check finds the real services.
+            self.gatt.unexport(self.dispatcher)
+            self.gatt = self._new_gatt(fresh=True)
+        self.gatt.export(self.dispatcher)
+        self.dispatcher.flush()
+        for char in self.gatt.characteristics:
+            char.mtu_changed()
+        self.services_resolved = True
+        self._changed("UUIDs", "ServicesResolved")
+        for char in self.gatt.characteristics:
+            char.arm()  # StartNotify sessions survive disconnects and are re-armed (fact 8)
+        if self.faults.fire("notify-acquired", self.address):
+            for char in self.gatt.characteristics:
+                char.hold_foreign()
+        self.events.record(
+            "services_resolved", self.address, self.adapter_name, layout=self.gatt.name
+        )
+        if any(c.notifying for c in self.gatt.characteristics):
+            self.bms.subscribed()
+
+    async def force_link(self) -> None:
+        """left-connected: a crashed predecessor's link is still up (fact 5)."""
+        if self.connected or not self.exported:
+            return
+        self._link_up()
+        await self._resolve()
+
+    # ---- Disconnect ---------------------------------------------------------------------------
+
+    async def _disconnect(self, call: Call) -> None:
+        self.events.record("disconnect_call", self.address, self.adapter_name, sender=call.sender)
+        await self._disconnect_link()
+
+    async def _disconnect_link(self) -> None:
+        if self._connecting is not None:
+            task = self._connecting
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if self.connected:
+                await self.link_down(
+                    "org.bluez.Reason.Local", "Connection terminated by local host"
+                )
+            return
+        if not self.connected:
+            return
+        if self._disconnecting is not None:
+            await asyncio.shield(self._disconnecting)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._disconnecting = done
+        try:
+            await asyncio.sleep(self.world.timing.disconnect_grace_s)
+            await self.link_down("org.bluez.Reason.Local", "Connection terminated by local host")
+        finally:
+            self._disconnecting = None
+            if not done.done():
+                done.set_result(None)
+
+    async def link_down(self, reason: str, message: str, cancel: bool = False) -> None:
+        """The link is gone: sockets shut, then ServicesResolved, Disconnected, Connected (3.3)."""
+        if cancel and self._connecting is not None:
+            self._connecting.cancel()
+        if not self.connected:
+            return
+        if self._resolving is not None:
+            self._resolving.cancel()
+            self._resolving = None
+        self.bms.stop()
+        if self.gatt is not None:
+            for char in self.gatt.characteristics:
+                char.link_down()
+        self.services_resolved = False
+        self._changed("ServicesResolved")
+        self.dispatcher.emit(self.path, DEVICE_IFACE, "Disconnected", "ss", [reason, message])
+        self.connected = False
+        self._changed("Connected")
+        if self.gatt is not None:
+            for char in self.gatt.characteristics:
+                char.mtu_changed()  # MTU exists only while connected
+        self.dispatcher.flush()
+        self.events.record("disconnected", self.address, self.adapter_name, reason=reason)
+
+    # ---- bus clients leaving ------------------------------------------------------------------
+
+    def client_left(self, sender: str) -> None:
+        if self.gatt is None:
+            return
+        for char in self.gatt.characteristics:
+            char.end_session(sender, reason="bus_left")

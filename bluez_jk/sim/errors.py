@@ -1,0 +1,90 @@
+"""BlueZ's D-Bus error names and texts (bluez_dbus.md 2.3, 3.2, 4.3-4.7; src/error.c)."""
+
+from __future__ import annotations
+
+from dbus_fast import DBusError
+
+
+def _bluez(kind: str, text: str) -> DBusError:
+    return DBusError(f"org.bluez.Error.{kind}", text)
+
+
+def in_progress() -> DBusError:
+    """Device1.Connect pending or GATT conflicts."""
+    return _bluez("InProgress", "In Progress")
+
+
+def discovery_in_progress() -> DBusError:
+    """Only discovery uses this text (bluez_dbus.md fact 1)."""
+    return _bluez("InProgress", "Operation already in progress")
+
+
+def connection_abort() -> DBusError:
+    # BlueZ >= 5.62 reason string; every LE link failure becomes this (fact 3).
+    return _bluez("Failed", "le-connection-abort-by-local")
+
+
+def connection_canceled() -> DBusError:
+    return _bluez("Failed", "br-connection-canceled")
+
+
+def not_connected_failed() -> DBusError:
+    return _bluez("Failed", "Not connected")
+
+
+def not_connected() -> DBusError:
+    """StartNotify inside the disconnect grace window."""
+    return _bluez("NotConnected", "Not Connected")
+
+
+def notify_acquired() -> DBusError:
+    return _bluez("NotPermitted", "Notify acquired")
+
+
+def write_not_permitted() -> DBusError:
+    return _bluez("NotPermitted", "Write not permitted")
+
+
+def read_not_permitted() -> DBusError:
+    return _bluez("NotPermitted", "Read not permitted")
+
+
+def not_authorized() -> DBusError:
+    return _bluez("NotAuthorized", "Operation Not Authorized")
+
+
+def not_supported() -> DBusError:
+    return _bluez("NotSupported", "Operation is not supported")
+
+
+def no_notify_session() -> DBusError:
+    return _bluez("Failed", "No notify session started")
+
+
+def no_discovery() -> DBusError:
+    return _bluez("Failed", "No discovery started")
+
+
+def not_ready() -> DBusError:
+    return _bluez("NotReady", "Resource Not Ready")
+
+
+def invalid_arguments() -> DBusError:
+    return _bluez("InvalidArguments", "Invalid arguments in method call")
+
+
+def does_not_exist() -> DBusError:
+    return _bluez("DoesNotExist", "Does Not Exist")
+
+
+def att_error(code: int) -> DBusError:
+    return _bluez("Failed", f"Operation failed with ATT error: 0x{code:02x}")
+
+
+def unknown(kind: str, msg_member: str, signature: str, interface: str) -> DBusError:
+    """libdbus's text for UnknownObject / UnknownMethod, trailing newline included."""
+    return DBusError(
+        f"org.freedesktop.DBus.Error.{kind}",
+        f'Method "{msg_member}" with signature "{signature}" on interface "{interface}" '
+        "doesn't exist\n",
+    )

@@ -1,0 +1,26 @@
+"""What happened, with timestamps: the evidence tests read through the control interface."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+_MAX_EVENTS = 20_000
+
+
+class EventLog:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def record(
+        self, event: str, address: str | None = None, adapter: str | None = None, **extra: Any
+    ) -> None:
+        entry: dict[str, Any] = {"t": time.time(), "event": event}
+        if address is not None:
+            entry["address"] = address
+        if adapter is not None:
+            entry["adapter"] = adapter
+        entry.update(extra)
+        self.events.append(entry)
+        if len(self.events) > _MAX_EVENTS:
+            del self.events[: len(self.events) - _MAX_EVENTS]

@@ -1,0 +1,296 @@
+"""An emulated JK-BMS board: answers command writes with real 0x55AA frames, paced and chunked
+the way its BLE module relays them (jk_protocol.md 1.4, 3, 9).
+
+Every frame is built with the project's own construct structs (`bluez_jk.protocol`); this
+module only decides *what* the board says and *when*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bluez_jk.protocol import ACK, encode_frame, parse_command
+from bluez_jk.protocol.errors import FrameError
+from bluez_jk.sim.devices import DeviceSpec
+from bluez_jk.sim.faults import FaultSet
+from bluez_jk.sim.timing import Timing
+
+log = logging.getLogger(__name__)
+
+AT_NOISE = b"AT\r\n"
+FrameKind = Literal["device_info", "cell_info", "settings"]
+_CMD_DEVICE_INFO = 0x97
+_CMD_CELL_INFO = 0x96
+
+
+class BmsState:
+    """Physical state of the pack; drifts slowly so that successive frames differ."""
+
+    def __init__(self, spec: DeviceSpec, seed: int) -> None:
+        self.spec = spec
+        self.rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
+        self.cells = spec.cells
+        self.offsets = [self.rng.uniform(-0.008, 0.008) for _ in range(self.cells)]
+        self.base_v = 3.31
+        self.current_a = 4.2
+        self.soc_pct = 67.0
+        self.capacity_ah = 280.0
+        self.temps_c = [24.6, 25.1]
+        self.mos_c = 29.3
+        self.cycles = 41
+        self.started = time.monotonic()
+        self.overrides: dict[str, Any] = {}
+        self._last = time.monotonic()
+
+    def advance(self) -> None:
+        now = time.monotonic()
+        dt = now - self._last
+        self._last = now
+        self.current_a = max(-60.0, min(60.0, self.current_a + self.rng.uniform(-0.6, 0.6)))
+        self.soc_pct = max(
+            1.0, min(100.0, self.soc_pct + self.current_a * dt / 36 / self.capacity_ah * 100)
+        )
+        self.base_v = 3.0 + 0.45 * self.soc_pct / 100 + 0.002 * math.sin(now)
+        self.offsets = [
+            max(-0.03, min(0.03, o + self.rng.uniform(-0.001, 0.001))) for o in self.offsets
+        ]
+        self.temps_c = [t + self.rng.uniform(-0.1, 0.1) for t in self.temps_c]
+
+    def cell_info(self) -> dict[str, Any]:
+        voltages = [round(self.base_v + o, 3) for o in self.offsets]
+        if "voltages" in self.overrides:
+            voltages = list(self.overrides["voltages"])
+        resistances = [round(0.05 + 0.001 * (i % 7), 3) for i in range(len(voltages))]
+        total = round(sum(voltages), 3)
+        hi = max(range(len(voltages)), key=voltages.__getitem__)
+        lo = min(range(len(voltages)), key=voltages.__getitem__)
+        values: dict[str, Any] = {
+            "voltages": voltages,
+            "resistances": resistances,
+            "average_cell_voltage": round(total / len(voltages), 3),
+            "delta_cell_voltage": round(voltages[hi] - voltages[lo], 3),
+            "max_voltage_cell": hi,
+            "min_voltage_cell": lo,
+            "balancing_action": 0,
+            "balancing_current": 0.0,
+            "total_runtime": int(time.monotonic() - self.started) + 1_234_567,
+        }
+        if self.spec.protocol != "JK04":
+            values |= {
+                "enabled_cells_bitmask": (1 << len(voltages)) - 1,
+                "total_voltage": total,
+                "current": round(self.current_a, 3),
+                "temperature_sensor_1": round(self.temps_c[0], 1),
+                "temperature_sensor_2": round(self.temps_c[1], 1),
+                "temperature_mos": round(self.mos_c, 1),
+                "battery_soc": round(self.soc_pct),
+                "capacity_remain": round(self.capacity_ah * self.soc_pct / 100, 3),
+                "capacity_nominal": self.capacity_ah,
+                "cycle_count": self.cycles,
+                "cycle_capacity": round(self.cycles * self.capacity_ah, 3),
+                "state_of_health": 100,
+                "charging_switch_enabled": 1,
+                "discharging_switch_enabled": 1,
+                "temperature_sensor_present_bitmask": 0b00000111,
+            }
+        values.update({k: v for k, v in self.overrides.items() if k != "voltages"})
+        return values
+
+    def device_info(self) -> dict[str, Any]:
+        profile = self.spec.profile
+        values: dict[str, Any] = {
+            "vendor_id": profile.vendor_id,
+            "hw_rev": profile.hw_rev,
+            "sw_rev": profile.sw_rev,
+            "uptime": int(time.monotonic() - self.started) + 3_600_000,
+            "power_on_count": 19,
+            "device_name": self.spec.display_name[:15],
+            "manufacturing_date": "240115",
+            "serial_number": "40729491365",
+            "user_data": "bluez-jk sim",
+        }
+        return values
+
+    def settings(self) -> dict[str, Any]:
+        if self.spec.protocol == "JK04":
+            return {
+                "cell_count": self.cells,
+                "power_off_voltage": 2.6,
+                "balance_start_voltage": 3.4,
+                "balance_trigger_voltage": 0.005,
+                "max_balance_current": 2.0,
+                "balancing_switch": 1,
+            }
+        return {
+            "smart_sleep_voltage": 3.3, "cell_uvp": 2.7, "cell_uvpr": 2.9, "cell_ovp": 3.65,
+            "cell_ovpr": 3.55, "balance_trigger_voltage": 0.005, "soc_100_voltage": 3.45,
+            "soc_0_voltage": 3.0, "request_charge_voltage": 3.5, "request_float_voltage": 3.4,
+            "power_off_voltage": 2.6, "max_charge_current": 100.0, "charge_ocp_delay": 30,
+            "charge_ocp_recovery": 60, "max_discharge_current": 150.0, "discharge_ocp_delay": 300,
+            "discharge_ocp_recovery": 60, "scp_recovery": 5, "max_balance_current": 2.0,
+            "charge_otp": 55.0, "charge_otpr": 50.0, "discharge_otp": 60.0,
+            "discharge_otpr": 55.0, "charge_utp": 0.0, "charge_utpr": 5.0, "mos_otp": 90.0,
+            "mos_otpr": 80.0, "cell_count": self.cells, "charging_switch": 1,
+            "discharging_switch": 1, "balancing_switch": 1, "nominal_capacity": self.capacity_ah,
+            "scp_delay": 1500, "balance_start_voltage": 3.4,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Transmission:
+    data: bytes
+    kind: str  # "device_info", "cell_info", "settings", "ack", "noise"
+
+
+class JkBms:
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        timing: Timing,
+        faults: FaultSet,
+        notify: Callable[[bytes], None],
+        drop: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.spec = spec
+        self.timing = timing
+        self.faults = faults
+        self._notify = notify
+        self._drop = drop
+        seed = int(spec.address.replace(":", ""), 16)
+        self.state = BmsState(spec, seed)
+        self._rng = random.Random(seed ^ 0x55AA)  # noqa: S311 - simulation
+        self._queue: asyncio.Queue[Transmission] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._stream: asyncio.Task[None] | None = None
+        self._noise: asyncio.Task[None] | None = None
+        self._counter = 0
+        self.frames_sent = 0
+
+    @property
+    def address(self) -> str:
+        return self.spec.address
+
+    # ---- life cycle (bound to the BLE link) ------------------------------------------------
+
+    def subscribed(self) -> None:
+        """The CCCD was written: under `junk` the module's "AT\\r\\n" noise starts (3.4)."""
+        if self._noise is None and self.faults.active("junk", self.address):
+            self._noise = asyncio.get_running_loop().create_task(self._at_noise())
+
+    def stop(self) -> None:
+        for task in (self._sender, self._stream, self._noise):
+            if task is not None:
+                task.cancel()
+        self._sender = self._stream = self._noise = None
+        self._queue = asyncio.Queue()
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    def on_write(self, data: bytes) -> None:
+        try:
+            command = parse_command(data)
+        except FrameError:
+            log.debug("sim %s: ignoring a write that is no command: %s", self.address, data.hex())
+            return
+        if self.faults.active("silent", self.address):
+            return
+        if command.code == _CMD_DEVICE_INFO:
+            self._send_frame("device_info", counter=0)
+            self._send(ACK, "ack")
+        elif command.code == _CMD_CELL_INFO:
+            self._send_frame("settings", counter=self._next_counter())
+            if self.spec.profile.repeat_device_info:
+                # 14.x+ repeat the 0x03 frame with counter 0xA5 (jk_protocol.md 9, item 3).
+                self._send_frame("device_info", counter=0xA5)
+            self._send(ACK, "ack")
+            if self._stream is None:
+                self._stream = asyncio.get_running_loop().create_task(self._cell_stream())
+        else:
+            # Register writes and other requests: the board acknowledges them (2.4).
+            self._send(ACK, "ack")
+
+    def _next_counter(self) -> int:
+        self._counter = (self._counter + 1) & 0xFF
+        return self._counter
+
+    def _send_frame(self, kind: FrameKind, counter: int) -> None:
+        if kind == "cell_info":
+            self.state.advance()
+            values = self.state.cell_info()
+        elif kind == "device_info":
+            values = self.state.device_info()
+        else:
+            values = self.state.settings()
+        frame = bytearray(encode_frame(kind, self.spec.protocol, values, counter))
+        if self.faults.fire("bad-crc", self.address):
+            frame[-1] ^= 0x5A
+        self._send(bytes(frame), kind)
+
+    def _send(self, data: bytes, kind: str) -> None:
+        self._queue.put_nowait(Transmission(data, kind))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def _cell_stream(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.timing.cell_period_s, 0.01))
+            self._send_frame("cell_info", counter=self._next_counter())
+
+    async def _at_noise(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.timing.at_noise_s, 0.01))
+            self._send(AT_NOISE, "noise")
+
+    # ---- the radio ------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        await asyncio.sleep(self.timing.reply_s)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            data = item.data
+            junk = self.faults.active("junk", self.address)
+            if junk and item.kind in ("device_info", "settings") and not self._queue.empty():
+                # 14.x+ glue the 0xC8 ack (and AT) to the end of a reply (jk_protocol.md 3.4).
+                nxt = self._queue.get_nowait()
+                data += nxt.data + (AT_NOISE if nxt.kind == "ack" else b"")
+            chunks = list(self._chunks(data, junk))
+            drop_at = None
+            if item.kind == "cell_info" and self.faults.fire("drop-mid-frame", self.address):
+                drop_at = max(1, len(chunks) // 2)
+            for index, chunk in enumerate(chunks):
+                if index == drop_at:
+                    await self._drop()
+                    return
+                self._notify(chunk)
+                await self._pace()
+            if item.kind in ("device_info", "settings", "cell_info"):
+                self.frames_sent += 1
+
+    async def _pace(self) -> None:
+        gap = self.timing.chunk_s
+        if self.faults.active("slow", self.address):
+            gap = self.timing.slow_chunk_s
+        await asyncio.sleep(gap)
+
+    def _chunks(self, data: bytes, junk: bool) -> Iterator[bytes]:
+        size = self.spec.profile.mtu - 3
+        if junk:
+            # Borders anywhere, even inside the ack (the B5A24S capture, jk_protocol.md 1.4).
+            pos = 0
+            while pos < len(data):
+                step = self._rng.randint(7, size)
+                yield data[pos : pos + step]
+                pos += step
+            return
+        burst = self.spec.profile.burst
+        for start in range(0, len(data), burst):
+            piece = data[start : start + burst]
+            for offset in range(0, len(piece), size):
+                yield piece[offset : offset + size]
