@@ -76,6 +76,7 @@ class MqttLink:
         self.subscriptions = tuple(subscriptions)
         self.on_message = on_message
         self.connected = False
+        self.closing = False
         self.connects = 0
         self.dropped = 0
         self._queue: deque[Outgoing] = deque()
@@ -166,7 +167,7 @@ class MqttLink:
         self._drain()
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.connected:
+        if self.connected and not self.closing:
             log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
         self.connected = False
         self._connected_event.clear()
@@ -242,6 +243,7 @@ class MqttLink:
         """Deliver what is pending (bounded by timeout_s), then disconnect cleanly."""
         if self.connected:
             await self.flush(timeout_s)
+        self.closing = True
         self._client.disconnect()
         # loop_stop joins paho's thread, which ends right after the DISCONNECT.
         await asyncio.to_thread(self._client.loop_stop)

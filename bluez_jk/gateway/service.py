@@ -17,7 +17,12 @@ from typing import Any
 from bluez_jk import __version__
 from bluez_jk.errors import ConfigError
 from bluez_jk.gateway import discovery
-from bluez_jk.gateway.config import DeviceConfig, GatewayConfig, parse_remote_config
+from bluez_jk.gateway.config import (
+    DeviceConfig,
+    GatewayConfig,
+    adapter_conflict,
+    parse_remote_config,
+)
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
@@ -202,6 +207,10 @@ class Gateway:
             return {"ok": False, "error": err.message, "applied": {}}
         merged = {**self.store.overrides.get(name, {}), **overrides}
         new_config = self.file_devices[name].with_overrides(merged)
+        others = [s.config for n, s in self.scheduler.devices.items() if n != name]
+        conflict = adapter_conflict(new_config, others)
+        if conflict is not None:
+            return {"ok": False, "error": f"adapter: {conflict}", "applied": {}}
         try:
             self.store.set_overrides(name, merged)
         except OSError as err:
