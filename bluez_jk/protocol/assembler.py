@@ -50,7 +50,7 @@ class Assembler:
         while True:
             start = buffer.find(HEADER, search)
             if start < 0:
-                keep = _header_prefix_at_end(buffer)
+                keep = _partial_at_end(buffer)
                 self._drop(accounted, len(buffer) - keep)
                 del buffer[: len(buffer) - keep]
                 return frames
@@ -79,9 +79,15 @@ class Assembler:
             self.acks += self._buffer.count(ACK, begin, end)
 
 
-def _header_prefix_at_end(buffer: bytearray) -> int:
-    """How many trailing bytes could be the start of a header split across notifications."""
-    for size in range(len(HEADER) - 1, 0, -1):
-        if buffer.endswith(HEADER[:size]):
+def _partial_at_end(buffer: bytearray) -> int:
+    """How many trailing bytes could start a header or an ack split across notifications.
+
+    Keeping a partial ack (at most 19 bytes) only lets it be counted as one; the JK04 module
+    splits even the 20-byte ack (jk_protocol.md 1.4).
+    """
+    tail = len(buffer)
+    for start in range(max(0, tail - len(ACK) + 1), tail):
+        size = tail - start
+        if buffer.endswith(ACK[:size]) or (size < len(HEADER) and buffer.endswith(HEADER[:size])):
             return size
     return 0

@@ -77,7 +77,8 @@ def _derive_cell_info(values: dict[str, Any], protocol: ProtocolName) -> None:
     values["resistances"] = values["resistances"][:used]
     if protocol == "JK04":
         # A balancer board: no pack-voltage field, the pack is the sum of its cells (ESP).
-        values["total_voltage"] = round(sum(v for v in values["voltages"] if v), 4)
+        # Rounded to the mV of the JK02 pack-voltage field.
+        values["total_voltage"] = round(sum(v for v in values["voltages"] if v), 3)
         return
     # The frame's own power field is unsigned; the product carries the sign of the current.
     values["power"] = round(values["total_voltage"] * values["current"], 2)

@@ -1,8 +1,9 @@
 """Values -> one 300-byte frame: the inverse of decode_frame, built with the same structs.
 
 The simulator builds every frame it sends with `encode_frame`. Values use the keys and units
-decode_frame returns; a missing key is zero. Values decode_frame derives (`power`,
-`production`, JK04 `total_voltage`) are not in the frame and are ignored here.
+decode_frame returns; a missing key is zero (an absent temperature probe is `None`). Values
+decode_frame derives (`power`, `production`, JK04 `total_voltage`) are not in the frame and
+are ignored here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from construct import ConstructError
 
 from bluez_jk.protocol.codec import codec_for
 from bluez_jk.protocol.errors import FrameError
-from bluez_jk.protocol.frames import BUILD_DEFAULTS, FRAME_LEN, KIND_CODES, Kind, checksum
+from bluez_jk.protocol.frames import BUILD_DEFAULTS, FRAME_LEN, KIND_CODES, Field, Kind, checksum
 from bluez_jk.protocol.variants import ProtocolName
 
 
@@ -25,8 +26,8 @@ def encode_frame(
     """Raises FrameError when a value does not fit its field."""
     codec = codec_for(kind, protocol)
     obj: dict[str, Any] = {"frame_type": KIND_CODES[kind], "counter": counter, "checksum": 0}
-    for name, convert in codec.encoders:
-        obj[name] = convert(values.get(name, BUILD_DEFAULTS.get(name)))
+    for field, (name, convert) in zip(codec.fields, codec.encoders, strict=True):
+        obj[name] = convert(values[name] if name in values else _missing(field))
     if kind == "cell_info" and "enabled_cells_bitmask" in obj:
         obj["enabled_cells_bitmask"] = _cell_mask(values)
     try:
@@ -35,6 +36,15 @@ def encode_frame(
         raise FrameError(f"{kind}: {err}") from err
     data[FRAME_LEN - 1] = checksum(data[: FRAME_LEN - 1])
     return bytes(data)
+
+
+def _missing(field: Field) -> Any:
+    """The value of a key the caller left out: zero, or what every BMS sends there."""
+    if field.name in BUILD_DEFAULTS:
+        return BUILD_DEFAULTS[field.name]
+    if field.kind == "bytes":
+        return ""
+    return [] if field.count is not None else 0
 
 
 def _cell_mask(values: Mapping[str, Any]) -> int:

@@ -338,6 +338,7 @@ class Field:
     count: int | None  # entries of an array, None for a scalar
     kind: Literal["int", "float", "bytes", "records"]
     size: int  # bytes of one element (of the whole field for `bytes`)
+    signed: bool = False
 
 
 def fields(frame: Struct) -> list[Field]:
@@ -354,9 +355,11 @@ def fields(frame: Struct) -> list[Field]:
 
 def _describe(name: str, con: Any) -> Field:
     if isinstance(con, PackedArray):
-        return Field(name, con.count, "float" if con.fmt == "f" else "int", con.packer.size)
+        kind: Literal["int", "float"] = "float" if con.fmt == "f" else "int"
+        return Field(name, con.count, kind, con.packer.size // con.count, con.fmt.islower())
     if isinstance(con, FormatField):
-        return Field(name, None, "float" if con.fmtstr[-1] == "f" else "int", con.length)
+        fmt = con.fmtstr[-1]
+        return Field(name, None, "float" if fmt == "f" else "int", con.length, fmt.islower())
     if isinstance(con, Array):
         return Field(name, con.count, "records", con.subcon.sizeof())
     return Field(name, None, "bytes", con.sizeof())
