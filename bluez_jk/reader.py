@@ -50,8 +50,7 @@ from bluez_jk.errors import (
     Stage,
     Timeout,
 )
-from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, command
-from bluez_jk.protocol.stream import StreamDecoder
+from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,10 @@ class Timing:
     connect_s: float = 30.0  # the kernel's LE connect gives up after ~20 s (fact 3)
     services_s: float = 10.0
     disconnect_s: float = 5.0  # bluetoothd waits 2 s before dropping the link (fact 5)
-    resend_s: float = 3.0  # re-send a command whose answer did not come (jk_protocol.md 3.2)
+    # A command whose answer is lost is sent again (jk_protocol.md 3.2: replies start within
+    # 40-170 ms and a frame takes ~100 ms; the first try after connecting can go unanswered).
+    resend_s: float = 1.0  # ... after this long without any notification
+    resend_max_s: float = 4.0  # ... and at the latest after this long
     model_read_s: float = 3.0
 
 
@@ -199,13 +201,15 @@ class _Collector:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
     chunks: int = 0
+    last_chunk_at: float = 0.0
 
     def on_chunk(self, chunk: bytes) -> None:
         self.chunks += 1
+        self.last_chunk_at = asyncio.get_running_loop().time()
         if self.capture is not None:
             self.capture(chunk)
-        if self.decoder.feed(chunk):
-            self.changed.set()
+        self.decoder.feed(chunk)
+        self.changed.set()
 
     def on_end(self) -> None:
         self.ended = True
@@ -413,7 +417,9 @@ class _Session:
                 await watch.wait_for(lambda w: not w.connected, self.bound(2.0))
                 raise
         self.stage = "resolve"
-        await wait_services_resolved(watch, self.bound(timing.services_s))
+        # Leave room in the read for the stale-cache cure (RemoveDevice + a second try).
+        services_s = min(timing.services_s, max(self.req.timeout_s * 0.4, 1.0))
+        await wait_services_resolved(watch, self.bound(services_s))
         self.connected = True
         objects = await bus.managed_objects(stage="resolve", timeout_s=self.bound(timing.call_s))
         chars = find_jk_chars(objects, dev_obj)
@@ -484,32 +490,43 @@ class _Session:
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
 
     async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
-        """0x97 first, then 0x96 (jk_protocol.md 3.1); a command whose answer does not come
-        within `resend_s` is sent again (lost chunks, bad checksums, a silent first try)."""
+        """0x97 first, then 0x96 (jk_protocol.md 3.1). A command is sent again when its answer
+        is evidently lost: the link went quiet for `resend_s`, or three frames (or corrupt
+        ones) came without completing the set, or `resend_max_s` passed. A slow but steady
+        stream therefore never triggers duplicate requests."""
         timing = self.reader.timing
         loop = asyncio.get_running_loop()
+        assembler = self.decoder.assembler
 
-        async def send(code: int) -> float:
+        def frames_seen() -> int:
+            return int(assembler.frames) + int(assembler.corrupt)
+
+        async def send(code: int) -> tuple[float, int]:
             self.stage = "write"
             await write_command(bus, chars.write, command(code), self.bound(timing.call_s))
             self.stage = "collect"
-            return loop.time()
+            return loop.time(), frames_seen()
 
         code = CMD_DEVICE_INFO
         tries = 1
-        sent_at = await send(code)
+        sent_at, frames_at_send = await send(code)
         while not self.complete:
             if self.collector.ended or not watch.connected or not watch.exists:
                 raise LinkLost("link dropped while collecting frames", stage="collect")
             if code == CMD_DEVICE_INFO and (self.decoder.got["device_info"] or tries > 2):
                 code, tries = CMD_CELL_INFO, 1
-                sent_at = await send(code)
+                sent_at, frames_at_send = await send(code)
+                continue
+            quiet_from = max(sent_at, self.collector.last_chunk_at)
+            resend_at = min(quiet_from + timing.resend_s, sent_at + timing.resend_max_s)
+            if frames_seen() - frames_at_send >= 3 or loop.time() >= resend_at:
+                tries += 1
+                log.info("answer to 0x%02X looks lost, sending it again (try %d)", code, tries)
+                sent_at, frames_at_send = await send(code)
                 continue
             self.collector.changed.clear()
             try:
-                async with asyncio.timeout_at(sent_at + timing.resend_s):
+                async with asyncio.timeout_at(resend_at):
                     await self.collector.changed.wait()
             except TimeoutError:
-                tries += 1
-                log.info("no answer to 0x%02X, sending it again (try %d)", code, tries)
-                sent_at = await send(code)
+                pass
