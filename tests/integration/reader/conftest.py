@@ -1,0 +1,74 @@
+"""Helpers for reading the simulator: a private lock directory, fast reader timing, and the
+leak checks (the simulator's view of the device, our fds, dbus-daemon's match-rule count)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from bluez_jk.reader import Reader, Timing
+from tests.fixtures.bluez import SimHandle
+
+ADDRESS = "C8:47:80:37:02:E8"
+# Resend quickly: the fast simulator answers within milliseconds.
+FAST = Timing(resend_s=0.3, resend_max_s=1.0, disconnect_s=3.0)
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    lock_dir = tmp_path / "locks"
+    monkeypatch.setenv("BLUEZ_JK_LOCK_DIR", str(lock_dir))
+    return lock_dir
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+async def match_rules(bus_address: str, unique_name: str) -> int:
+    """dbus-daemon's own count of the match rules a connection holds (bluez_dbus.md 7)."""
+    probe = await MessageBus(bus_address=bus_address).connect()
+    try:
+        reply = await probe.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus.Debug.Stats",
+                member="GetConnectionStats",
+                signature="s",
+                body=[unique_name],
+            )
+        )
+        assert reply is not None
+        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+        return int(reply.body[0]["MatchRules"].value)
+    finally:
+        probe.disconnect()
+        await probe.wait_for_disconnect()
+
+
+def assert_device_released(sim: SimHandle, address: str = ADDRESS) -> None:
+    props = sim.device_props(address)
+    assert props["Connected"] is False, props
+    assert props["Notifying"] is False, props
+    assert props["NotifyAcquired"] is False, props
+    assert props["notify_sessions"] == [], props
+
+
+async def assert_reader_clean(sim: SimHandle, reader: Reader) -> None:
+    bus = reader._bus
+    if bus is not None and bus.connected:
+        assert await match_rules(sim.bus_address, bus.unique_name) == 0
+
+
+@pytest.fixture
+async def reader(sim: SimHandle, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Reader]:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    async with Reader(timing=FAST) as r:
+        await r._get_bus()  # so that fd counts taken in tests include the bus socket
+        yield r
