@@ -14,7 +14,9 @@ from bluez_jk.sim.jkbms import AT_NOISE, JkBms
 from bluez_jk.sim.timing import TIMINGS
 
 
-async def _run(spec_text: str, faults: list[str], until: int = 2) -> tuple[list[bytes], StreamDecoder]:
+async def _run(
+    spec_text: str, faults: list[str], until: int = 2
+) -> tuple[list[bytes], StreamDecoder]:
     spec = parse_device(spec_text)
     chunks: list[bytes] = []
     decoder = StreamDecoder()
