@@ -1,0 +1,117 @@
+"""Three emulated BMS on two adapters: schedule, topics, one link per adapter, cmd/read."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.mqtt import Broker, MqttProbe
+from tests.integration.gateway.conftest import GatewayFactory
+from tests.integration.gateway.support import (
+    MACS,
+    device_spec,
+    gateway_config,
+    overlapping,
+    retained_snapshot,
+    sessions,
+    wait_count,
+)
+
+pytestmark = pytest.mark.integration
+
+DEVICES: list[dict[str, Any]] = [
+    {"name": "jk1", "address": MACS[0], "adapter": "hci0"},
+    {"name": "jk2", "address": MACS[1], "adapter": "hci1"},
+    {"name": "jk3", "address": MACS[2], "adapter": "hci0"},
+]
+
+
+def three_bms(sim_factory: Any) -> Any:
+    return sim_factory(
+        [
+            device_spec(MACS[0], "hci0"),
+            device_spec(MACS[1], "hci1", protocol="JK02_24S", cells="8"),
+            device_spec(MACS[2], "hci0"),
+        ]
+    )
+
+
+def test_three_bms_on_two_adapters(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    sim = three_bms(sim_factory)
+    config = gateway_config(mosquitto.port, tmp_path / "state", DEVICES, poll_interval_s=1)
+    with MqttProbe(mosquitto, ["bms/#"]) as probe:
+        gateway = gateway_factory(sim, config)
+        for name in ("jk1", "jk2", "jk3"):
+            wait_count(probe, f"bms/jk/{name}/raw", 5, timeout_s=20)
+        assert gateway.alive()
+        for name in ("jk1", "jk2", "jk3"):
+            raws = probe.on_topic(f"bms/jk/{name}/raw")
+            readings = [m.json() for m in raws]
+            assert all(r["error"] is None and r["name"] == name for r in readings)
+            assert not any(m.retain for m in raws)
+            # metrics after every success (the last one may still be on its way)
+            assert len(probe.on_topic(f"bms/jk/{name}/metrics")) >= len(raws) - 1
+            gaps = [b.received - a.received for a, b in itertools.pairwise(raws[1:])]
+            # 1 s interval + at most 0.1 s jitter; jk1/jk3 also wait for each other's link.
+            assert 0.8 <= statistics.median(gaps) <= 1.5, gaps
+            assert max(gaps) < 2.2, gaps
+        topics = [f"bms/jk/{d['name']}/{leaf}" for d in DEVICES for leaf in ("online", "meta")]
+        snapshot = retained_snapshot(mosquitto, [*topics, "bms/gateway/online"])
+        assert snapshot["bms/gateway/online"] == b"true"
+        for device in DEVICES:
+            name = device["name"]
+            assert snapshot[f"bms/jk/{name}/online"] == b"true"
+            meta = json.loads(snapshot[f"bms/jk/{name}/meta"])
+            assert meta["address"] == device["address"]
+            assert meta["adapter"] == device["adapter"]
+            assert meta["protocol"] == ("JK02_24S" if name == "jk2" else "JK02_32S")
+            assert meta["detected_by"] in ("sw_rev", "content")
+            assert meta["serial"]
+            assert meta["sw_rev"]
+            assert meta["config"]["poll_interval_s"] == 1
+            counters = meta["counters"]
+            assert counters["attempts"] >= 4
+            assert counters["successes"] == counters["attempts"]
+            assert counters["consecutive_failures"] == 0
+            assert counters["last_success"] > 0
+        # Per-adapter reads never overlap (hci0 carries two BMS); hci0 and hci1 do run together.
+        found = sessions(sim.log())
+        assert len([s for s in found if s[0] == "hci0"]) >= 8
+        assert overlapping(found) == []
+        hci0 = [s for s in found if s[0] == "hci0"]
+        hci1 = [s for s in found if s[0] == "hci1"]
+        assert any(a[2] < b[3] and b[2] < a[3] for a in hci0 for b in hci1)
+
+
+def test_cmd_read_answers_within_link_time_plus_1s(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    sim = three_bms(sim_factory)
+    config = gateway_config(mosquitto.port, tmp_path / "state", DEVICES, poll_interval_s=60)
+    with MqttProbe(mosquitto, ["bms/jk/+/raw", "bms/jk/+/online"]) as probe:
+        gateway_factory(sim, config)
+        for name in ("jk1", "jk2", "jk3"):
+            wait_count(probe, f"bms/jk/{name}/raw", 1, timeout_s=15)
+        for name in ("jk2", "jk1", "jk3"):
+            asked = time.monotonic()
+            probe.publish(f"bms/jk/{name}/cmd/read", b"")
+            answer = probe.wait_topic(f"bms/jk/{name}/raw", timeout_s=10, after=asked)
+            reading = answer.json()
+            assert reading["error"] is None
+            assert answer.received - asked <= reading["duration_s"] + 1.0
+        # Exactly one read per command: the gateway counts two attempts per device.
+        snapshot = retained_snapshot(mosquitto, [f"bms/jk/{n}/meta" for n in ("jk1", "jk2", "jk3")])
+        for name in ("jk1", "jk2", "jk3"):
+            assert json.loads(snapshot[f"bms/jk/{name}/meta"])["counters"]["attempts"] == 2, (
+                name,
+                snapshot,
+            )
+            assert len(probe.on_topic(f"bms/jk/{name}/raw")) == 2
