@@ -44,6 +44,7 @@ from bluez_jk.errors import (
     Busy,
     ConnectFailed,
     DeviceNotFound,
+    Disconnected,
     JkError,
     ProtocolError,
     ServicesNotResolved,
@@ -360,6 +361,9 @@ class _Session:
         if self.stage in ("subscribe", "write", "collect"):
             got = self.decoder.got
             missing = ", ".join(k for k in ("device_info", "cell_info", "settings") if not got[k])
+            if isinstance(self.last_error, Disconnected):
+                # The link kept dropping; the cut frames it left are not a protocol problem.
+                return self.last_error
             if self.decoder.errors and not got["cell_info"]:
                 return ProtocolError(
                     f"no valid frame {left}: {self.decoder.errors[-1]['message']}",
