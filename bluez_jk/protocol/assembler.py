@@ -58,8 +58,9 @@ class Assembler:
                 self._drop(accounted, start)
                 del buffer[:start]
                 return frames
-            frame = bytes(buffer[start : start + FRAME_LEN])
-            if sum(frame[: FRAME_LEN - 1]) & 0xFF == frame[-1] and frame[4] in _VALID_TYPES:
+            with memoryview(buffer) as view:
+                frame = bytes(view[start : start + FRAME_LEN])
+            if (sum(frame) - frame[-1]) & 0xFF == frame[-1] and frame[4] in _VALID_TYPES:
                 self._drop(accounted, start)
                 frames.append(frame)
                 self.frames += 1
@@ -86,8 +87,9 @@ def _partial_at_end(buffer: bytearray) -> int:
     splits even the 20-byte ack (jk_protocol.md 1.4).
     """
     tail = len(buffer)
-    for start in range(max(0, tail - len(ACK) + 1), tail):
-        size = tail - start
-        if buffer.endswith(ACK[:size]) or (size < len(HEADER) and buffer.endswith(HEADER[:size])):
-            return size
-    return 0
+    header = next((n for n in range(len(HEADER) - 1, 0, -1) if buffer.endswith(HEADER[:n])), 0)
+    # An ack has one 0xAA, its first byte: the only place a partial ack can start.
+    start = buffer.rfind(ACK[0], max(0, tail - len(ACK) + 1))
+    if start >= 0 and buffer[start:] == ACK[: tail - start]:
+        return max(header, tail - start)
+    return header

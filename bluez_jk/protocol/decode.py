@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,11 @@ def decode_frame(frame: bytes, protocol: ProtocolName) -> Decoded:
     kind = frame_kind(frame)
     codec = codec_for(kind, protocol)
     try:
-        raw = codec.compiled.parse(frame)
-    except ConstructError as err:  # a 300-byte frame always fits; kept as a typed guard
+        raw = codec.parse(frame)
+    except (
+        ConstructError,
+        struct.error,
+    ) as err:  # a 300-byte frame always fits; kept as a typed guard
         raise FrameError(f"{kind}: {err}") from err
     values = {
         name: raw[name] if convert is None else convert(raw[name])

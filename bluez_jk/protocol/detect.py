@@ -36,7 +36,7 @@ def from_sw_rev(sw_rev: str) -> ProtocolName | None:
 def mask_agrees(frame: bytes, protocol: ProtocolName) -> bool:
     """For a JK02 cell-info frame read with `protocol`'s layout: does popcount(enabled-cell
     mask) equal the number of non-zero cell voltages?"""
-    raw = codec_for("cell_info", protocol).compiled.parse(frame[:FRAME_LEN])
+    raw = codec_for("cell_info", protocol).parse(frame[:FRAME_LEN])
     mask: int = raw["enabled_cells_bitmask"]
     return mask.bit_count() == sum(1 for v in raw["voltages"] if v)
 

@@ -11,7 +11,6 @@ fields that exist on one layout only hang off `wide` below.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -19,7 +18,6 @@ from construct import (
     Array,
     Bytes,
     Const,
-    Construct,
     Float32l,
     FormatField,
     Int8sl,
@@ -31,10 +29,9 @@ from construct import (
     Padding,
     Renamed,
     Struct,
-    stream_read,
-    stream_write,
 )
 
+from bluez_jk.protocol.packed import FlatStruct, PackedArray
 from bluez_jk.protocol.variants import CELL_COUNTS, PROTOCOLS, ProtocolName
 
 Kind = Literal["device_info", "cell_info", "settings", "logbook"]
@@ -55,47 +52,13 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     return sum(data) & 0xFF
 
 
-class PackedArray(Construct):  # type: ignore[misc]
-    """`count` little-endian numbers of one struct format character, read in one struct call.
-
-    construct's own Array compiles to one call per element, which made a cell-info frame
-    several times slower to parse than everything else in it together.
-    """
-
-    def __init__(self, count: int, fmt: str) -> None:
-        super().__init__()
-        self.count = count
-        self.fmt = fmt
-        self.packer = struct.Struct(f"<{count}{fmt}")
-
-    def _parse(self, stream: Any, context: Any, path: str) -> list[Any]:
-        return list(self.packer.unpack(stream_read(stream, self.packer.size, path)))
-
-    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
-        stream_write(stream, self.packer.pack(*obj), self.packer.size, path)
-        return obj
-
-    def _sizeof(self, context: Any, path: str) -> int:
-        return self.packer.size
-
-    def _emitparse(self, code: Any) -> str:
-        name = f"packedarray_{code.allocateId()}"
-        code.append(f"{name} = struct.Struct({self.packer.format!r})")
-        return f"list({name}.unpack(io.read({self.packer.size})))"
-
-    def _emitbuild(self, code: Any) -> str:
-        name = f"packedarray_{code.allocateId()}"
-        code.append(f"{name} = struct.Struct({self.packer.format!r})")
-        return f"(io.write({name}.pack(*obj)), obj)[1]"
-
-
 def _frame(*payload: Any) -> Struct:
     """Header, type, counter, the payload from offset 6, zero padding, checksum at 299."""
     body = Struct(*payload)
     fill = FRAME_LEN - 7 - body.sizeof()
     if fill < 0:
         raise AssertionError(f"payload of {body.sizeof()} bytes overflows the frame")
-    return Struct(
+    return FlatStruct(
         "header" / Const(HEADER),
         "frame_type" / Int8ul,
         "counter" / Int8ul,

@@ -183,6 +183,12 @@ def decoder(field: Field, unit: Unit) -> Convert | None:
     one = _to_value(unit, field.kind)
     if field.count is None or one is None:
         return one
+    div, digits, isfinite = unit.div, unit.digits, math.isfinite
+    # Inlined per element: a call per cell was most of the cost of a cell-info frame.
+    if field.kind == "float":
+        return lambda raw: [round(x, digits) if isfinite(x) else None for x in raw]
+    if unit.kind == "num":
+        return lambda raw: [x / div for x in raw]
     return lambda raw: [one(x) for x in raw]
 
 
