@@ -26,6 +26,8 @@ async def test_retained_state_is_kept_for_reconnects() -> None:
 
 
 def test_keepalive_margin() -> None:
-    # mosquitto's one-second clock plus 1.5 x the link keepalive stays within 1.5 x configured.
-    for configured in (3, 4, 5, 10, 30, 60):
-        assert 1.5 * link_keepalive(configured) + 1 <= 1.5 * configured
+    # Half the configured keepalive: the broker's coarse check (about 6 s steps in mosquitto
+    # 2.0.11) still lands within 1.5 x the configured value from 10 s up.
+    assert [link_keepalive(k) for k in (1, 2, 3, 10, 30, 60)] == [1, 1, 1, 5, 15, 30]
+    for configured in (10, 30, 60, 600):
+        assert 1.5 * link_keepalive(configured) + 6 <= 1.5 * configured
