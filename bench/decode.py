@@ -108,17 +108,44 @@ _DEVICE: list[Row] = [
     ("uart3_protocol", 270, "<B", None, "n"),
     ("re_bulk_soc", 278, "<B", None, "n"),
 ]
-_SETTINGS_NAMES = (
-    "smart_sleep_voltage cell_uvp cell_uvpr cell_ovp cell_ovpr balance_trigger_voltage "
-    "soc_100_voltage soc_0_voltage request_charge_voltage request_float_voltage "
-    "power_off_voltage max_charge_current charge_ocp_delay charge_ocp_recovery "
-    "max_discharge_current discharge_ocp_delay discharge_ocp_recovery scp_recovery "
-    "max_balance_current charge_otp charge_otpr discharge_otp discharge_otpr charge_utp "
-    "charge_utpr mos_otp mos_otpr cell_count charging_switch discharging_switch "
-    "balancing_switch nominal_capacity scp_delay balance_start_voltage"
-).split()
+_SETTINGS_NAMES = [
+    "smart_sleep_voltage",
+    "cell_uvp",
+    "cell_uvpr",
+    "cell_ovp",
+    "cell_ovpr",
+    "balance_trigger_voltage",
+    "soc_100_voltage",
+    "soc_0_voltage",
+    "request_charge_voltage",
+    "request_float_voltage",
+    "power_off_voltage",
+    "max_charge_current",
+    "charge_ocp_delay",
+    "charge_ocp_recovery",
+    "max_discharge_current",
+    "discharge_ocp_delay",
+    "discharge_ocp_recovery",
+    "scp_recovery",
+    "max_balance_current",
+    "charge_otp",
+    "charge_otpr",
+    "discharge_otp",
+    "discharge_otpr",
+    "charge_utp",
+    "charge_utpr",
+    "mos_otp",
+    "mos_otpr",
+    "cell_count",
+    "charging_switch",
+    "discharging_switch",
+    "balancing_switch",
+    "nominal_capacity",
+    "scp_delay",
+    "balance_start_voltage",
+]
 _SETTINGS_DIV = {
-    **dict.fromkeys(_SETTINGS_NAMES[:12] + ["max_discharge_current", "max_balance_current"], 1000),
+    **dict.fromkeys([*_SETTINGS_NAMES[:12], "max_discharge_current", "max_balance_current"], 1000),
     **dict.fromkeys(_SETTINGS_NAMES[19:27], 10),
     "nominal_capacity": 1000,
     "balance_start_voltage": 1000,
@@ -148,11 +175,8 @@ _SETTINGS_32S: list[Row] = [
 def _shift(rows: list[Row], wide: bool) -> list[tuple[str, int, struct.Struct, float | None, str]]:
     out = []
     for name, offset, fmt, div, kind in rows:
-        if wide and offset >= 112:
-            offset += 32
-        elif wide and offset >= 54:
-            offset += 16
-        out.append((name, offset, struct.Struct(fmt), div, kind))
+        shift = (32 if offset >= 112 else 16 if offset >= 54 else 0) if wide else 0
+        out.append((name, offset + shift, struct.Struct(fmt), div, kind))
     return out
 
 
@@ -255,7 +279,7 @@ def main() -> None:
     chunked = []
     for frame, protocol in frames:
         pieces = [frame[i : i + 150] for i in range(0, 300, 150)]
-        chunks = [b"AT\r\n" + pieces[0][:124], pieces[0][124:]] + [pieces[1][:128], pieces[1][128:]]
+        chunks = [b"AT\r\n" + pieces[0][:124], pieces[0][124:], pieces[1][:128], pieces[1][128:]]
         chunked.append((chunks, protocol))
 
     def full_path() -> int:
