@@ -12,6 +12,7 @@ from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method, Reply
 from bluez_jk.sim.faults import make_fault, normalize_mac
 
 if TYPE_CHECKING:
+    from bluez_jk.sim.bluez import Device
     from bluez_jk.sim.server import Simulator
 
 CONTROL_IFACE = "org.bluezjk.Simulator1"
@@ -122,7 +123,7 @@ class Control:
         except ValueError as err:
             raise _invalid(err) from err
 
-    def _device(self, address: str) -> Any:
+    def _device(self, address: str) -> Device:
         try:
             return self.sim.device(address)
         except (KeyError, ValueError) as err:

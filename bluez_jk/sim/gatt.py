@@ -270,7 +270,8 @@ class Characteristic:
             sender=call.sender,
             type=kind or "auto",
         )
-        self.host.on_write(bytes(data))
+        if self.spec.uuid == 0xFFE1:  # the BMS listens on FFE1 only; FFE2 is unused (1.2)
+            self.host.on_write(bytes(data))
         return None
 
     async def _start_notify(self, call: Call) -> Reply | None:
