@@ -375,6 +375,8 @@ class _Session:
         if self.last_error is not None:
             return self.last_error
         defaults: dict[str, type[JkError]] = {
+            "bus": BusError,
+            "adapter": BusError,
             "lock": Busy,
             "discover": DeviceNotFound,
             "connect": ConnectFailed,

@@ -134,12 +134,14 @@ async def test_auto_falls_back_to_start_notify_and_remembers(
         foreign.disconnect()
     assert reading["error"] is None
     assert reader.notify_mode(ADDRESS) == "start"
+    bus = reader._bus
     sim.clear_log()
     assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
         "error"
     ] is None
     modes = [e["mode"] for e in sim.log() if e["event"] == "notify_start"]
     assert modes == ["start"]  # straight to the remembered mode, no AcquireNotify attempt
+    assert reader._bus is bus  # one bus connection for every read of a Reader
     await assert_reader_clean(sim, reader)
 
 
