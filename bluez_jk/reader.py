@@ -118,9 +118,11 @@ class Reader:
     def notify_mode(self, address: str) -> NotifyMode | None:
         return self._notify_modes.get(address)
 
-    async def _get_bus(self, *, fresh: bool = False) -> BluezBus:
+    async def _get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
+        """The shared connection; a new one when it is closed or is the one that `failed`
+        (another session may already have replaced it)."""
         async with self._bus_guard:
-            if self._bus is not None and (fresh or not self._bus.connected):
+            if self._bus is not None and (self._bus is failed or not self._bus.connected):
                 await self._bus.close()
                 self._bus = None
             if self._bus is None:
@@ -298,7 +300,9 @@ class _Session:
             try:
                 if bus is None or pending == "reconnect_bus":
                     self.stage = "bus"
-                    bus = await self.reader._get_bus(fresh=pending == "reconnect_bus")
+                    bus = await self.reader._get_bus(
+                        failed=bus if pending == "reconnect_bus" else None
+                    )
                 if adapter_obj is None:
                     adapter_obj = await self._resolve_adapter(bus)
                 await self._take_lock()

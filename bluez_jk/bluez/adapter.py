@@ -4,6 +4,7 @@ listing what is nearby (jk-ble-scan)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,19 +119,46 @@ async def discovery(
 
 
 async def _end_discovery(bus: BluezBus, adapter_obj: str, started: bool) -> None:
-    calls: list[tuple[str, str, list[Any]]] = []
+    """Stop our session and clear our filter. A session left running lives as long as our bus
+    connection, which a Reader keeps, so a rejected stop is retried."""
     if started:
-        calls.append(("StopDiscovery", "", []))
-    calls.append(("SetDiscoveryFilter", "a{sv}", [{}]))
-    for member, signature, body in calls:
+        await _stop_discovery(bus, adapter_obj)
+    if bus.connected:
+        try:
+            await bus.call(
+                adapter_obj,
+                ADAPTER,
+                "SetDiscoveryFilter",
+                "a{sv}",
+                [{}],
+                stage="discover",
+                timeout_s=3.0,
+            )
+        except JkError as err:
+            log.info("clearing the discovery filter failed: %s", err)
+
+
+async def _stop_discovery(bus: BluezBus, adapter_obj: str, attempts: int = 3) -> None:
+    for attempt in range(attempts):
         if not bus.connected:
             return
         try:
-            await bus.call(
-                adapter_obj, ADAPTER, member, signature, body, stage="discover", timeout_s=3.0
-            )
+            await bus.call(adapter_obj, ADAPTER, "StopDiscovery", stage="discover", timeout_s=3.0)
+        except InProgress as err:
+            # Our start/stop is still pending, or the kernel rejected the stop; in the latter
+            # case BlueZ < 5.88 believes it still scans until a Start+Stop pair (bluez#807).
+            log.info("StopDiscovery rejected (try %d): %s", attempt + 1, err)
+            await asyncio.sleep(0.1 * (attempt + 1))
+            with contextlib.suppress(JkError):
+                await bus.call(
+                    adapter_obj, ADAPTER, "StartDiscovery", stage="discover", timeout_s=3.0
+                )
         except JkError as err:
-            log.info("discovery cleanup %s failed: %s", member, err)
+            log.info("StopDiscovery failed: %s", err)
+            return
+        else:
+            return
+    log.warning("discovery could not be stopped on %s", adapter_name(adapter_obj))
 
 
 async def discover_device(

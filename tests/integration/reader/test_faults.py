@@ -53,10 +53,10 @@ PERSISTENT = [
 async def _read(
     sim_factory: Callable[..., SimHandle],
     monkeypatch: pytest.MonkeyPatch,
-    fault: str,
+    fault: str | list[str],
     timeout_s: float,
 ) -> tuple[SimHandle, dict[str, object], float]:
-    sim = sim_factory(faults=[fault])
+    sim = sim_factory(faults=[fault] if isinstance(fault, str) else fault)
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
     async with Reader(timing=FAST) as reader:
         await reader._get_bus()
@@ -109,3 +109,19 @@ async def test_persistent_fault_ends_in_its_error(
         assert props["notify_sessions"] == []
     else:
         assert_device_released(sim)
+
+
+async def test_rejected_stop_discovery_is_retried(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Reader keeps its bus, so a discovery session left running would scan forever."""
+    sim, reading, _ = await _read(
+        sim_factory, monkeypatch, ["uncached", "stop-discovery-rejected:1"], 4.0
+    )
+    assert reading["error"] is None, reading["error"]
+    events = sim.log()
+    starts = [e for e in events if e["event"] == "discovery_start"]
+    stops = [e for e in events if e["event"] == "discovery_stop"]
+    assert starts
+    assert [e["reason"] for e in stops] == ["stop"]
+    assert_device_released(sim)
