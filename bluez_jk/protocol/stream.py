@@ -18,6 +18,15 @@ from bluez_jk.protocol.variants import DetectedBy, ProtocolName
 _ANY_LAYOUT: Final[ProtocolName] = "JK02_32S"
 MAX_PENDING: Final = 8
 _STATUS_KINDS: Final = ("device_info", "cell_info", "settings")
+MAX_CELL_V: Final = 5.0
+
+
+def plausible(decoded: Decoded) -> bool:
+    """The second line of defence behind the 8-bit checksum (jk_protocol.md 4.3 step 7): a
+    false-accepted window or a wrong layout shows as cell voltages no cell can have."""
+    if decoded.kind != "cell_info":
+        return True
+    return all(v is not None and 0.0 <= v <= MAX_CELL_V for v in decoded.values["voltages"])
 
 
 class StreamDecoder:
@@ -103,6 +112,9 @@ class StreamDecoder:
             result = decode_frame(frame, protocol)
         except FrameError as err:
             self.assembler.report(str(err))
+            return None
+        if not plausible(result):
+            self.assembler.report(f"implausible {result.kind} frame dropped (cell voltage)")
             return None
         if result.kind == "logbook":
             self.logbook = result.values

@@ -156,3 +156,13 @@ def test_any_checksum_valid_frame_decodes_to_json(payload: bytes, code: int) -> 
         stream = StreamDecoder(protocol)  # type: ignore[arg-type]
         stream.feed(data + INFO_32, now=0.0)
         json.dumps(stream.status, allow_nan=False)
+
+
+def test_implausible_cell_voltages_are_dropped() -> None:
+    """4.3 step 7: a frame that passes the checksum but holds a 6 V cell is not published."""
+    stream = StreamDecoder("JK02_32S")
+    assert stream.feed(encode_frame("cell_info", "JK02_32S", {"voltages": [3.3, 6.0]})) == []
+    assert stream.got["cell_info"] is False
+    assert stream.errors[-1]["message"] == "implausible cell_info frame dropped (cell voltage)"
+    stream = StreamDecoder("JK04")
+    assert stream.feed(encode_frame("cell_info", "JK04", {"voltages": [3.3, -1.0]})) == []
