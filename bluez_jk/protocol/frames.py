@@ -304,16 +304,16 @@ class Field:
     signed: bool = False
 
 
+_FRAMING: Final = frozenset({"header", "frame_type", "counter", "checksum"})
+
+
 def fields(frame: Struct) -> list[Field]:
     """The named payload fields of a frame struct, in frame order."""
-    found: list[Field] = []
-    for sub in frame.subcons:
-        if not isinstance(sub, Renamed) or sub.name in {"header", "frame_type", "counter"}:
-            continue
-        if sub.name == "checksum":
-            continue
-        found.append(_describe(sub.name, sub.subcon))
-    return found
+    return [
+        _describe(sub.name, sub.subcon)
+        for sub in frame.subcons
+        if isinstance(sub, Renamed) and sub.name not in _FRAMING
+    ]
 
 
 def _describe(name: str, con: Any) -> Field:
