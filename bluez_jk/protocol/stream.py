@@ -118,12 +118,11 @@ class StreamDecoder:
             return None
         if result.kind == "logbook":
             self.logbook = result.values
-        else:
-            self.status[result.kind] = result.values
-            self.got[result.kind] = True
-            if result.kind == "cell_info":
-                self.status["warnings"] = warnings_from(
-                    result.values.get("error_bitmask"), protocol
-                )
+            return result
+        self.status[result.kind] = result.values
+        self.got[result.kind] = True
+        if result.kind == "cell_info":
+            self.status["warnings"] = warnings_from(result.values.get("error_bitmask"), protocol)
+        # DSB's meaning: the time of the last decoded 0x01/0x02/0x03 frame (jk_protocol.md 8).
         self.status["last_update"] = now
         return result

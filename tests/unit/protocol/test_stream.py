@@ -166,3 +166,12 @@ def test_implausible_cell_voltages_are_dropped() -> None:
     assert stream.errors[-1]["message"] == "implausible cell_info frame dropped (cell voltage)"
     stream = StreamDecoder("JK04")
     assert stream.feed(encode_frame("cell_info", "JK04", {"voltages": [3.3, -1.0]})) == []
+
+
+def test_logbook_is_kept_apart_from_status() -> None:
+    stream = StreamDecoder("JK02_32S")
+    stream.feed(frame("jk02_32s_v19_27_logbook.json"), now=3.0)
+    assert stream.logbook is not None
+    assert stream.logbook["entries"][1] == {"t": 238, "code": 68}
+    assert stream.status["last_update"] is None
+    assert not any(stream.got.values())
