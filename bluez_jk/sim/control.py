@@ -40,6 +40,7 @@ class Control:
             "SetAdapterPresent": Method("sb", "", self._set_adapter, ("adapter", "present")),
             "DropLink": Method("s", "", self._drop_link, ("address",)),
             "AddDevice": Method("s", "", self._add_device, ("spec",)),
+            "GetStats": Method("", "s", self._get_stats, (), ("json",)),
         }
         iface = Interface(
             CONTROL_IFACE, {"Timing": "s"}, lambda: {"Timing": self.sim.timing.name}, m
@@ -102,6 +103,9 @@ class Control:
 
     async def _clear_log(self, _call: Call) -> None:
         self.sim.events.events.clear()
+
+    async def _get_stats(self, _call: Call) -> Reply:
+        return Reply("s", [json.dumps(self.sim.stats())])
 
     async def _set_adapter(self, call: Call) -> None:
         name, present = call.body

@@ -165,6 +165,15 @@ class Simulator:
                 return device
         raise KeyError(address)
 
+    def stats(self) -> dict[str, int]:
+        outbox = self._outbox
+        return {
+            "messages_sent": outbox.sent if outbox else 0,
+            "outbox_waits": outbox.waits if outbox else 0,
+            "frames_sent": sum(d.bms.frames_sent for d in self.devices.values()),
+            "events": len(self.events.events),
+        }
+
     def _targets(self, address: str | None) -> list[Device]:
         return [d for d in self.devices.values() if address is None or d.address == address]
 
