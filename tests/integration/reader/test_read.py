@@ -195,3 +195,15 @@ async def test_cancellation_cleans_up_and_propagates(sim: SimHandle, reader: Rea
     assert_device_released(sim)
     await assert_reader_clean(sim, reader)
     assert open_fds() == fds_before
+
+
+async def test_adapter_that_vanishes_and_returns(sim: SimHandle, reader: Reader) -> None:
+    req = ReadRequest(name="jk1", address=ADDRESS, adapter="hci0", timeout_s=5)
+    await asyncio.to_thread(sim.set_adapter_present, "hci0", False)
+    reading = await reader.read(req)
+    assert reading["error"] is not None
+    assert reading["error"]["type"] == "AdapterNotFound"
+    await asyncio.to_thread(sim.set_adapter_present, "hci0", True)
+    reading = await reader.read(req)
+    assert reading["error"] is None, reading["error"]
+    assert_device_released(sim)
