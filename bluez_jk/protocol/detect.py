@@ -16,12 +16,13 @@ from bluez_jk.protocol.frames import FRAME_LEN, HEADER, TYPE_CODES
 from bluez_jk.protocol.variants import ProtocolName
 
 _MAJOR: Final = re.compile(r"\s*[vV]?(\d+)")
-# Byte 9 of a cell-info frame: high byte of cell 2 in mV on JK02 (cells stay below 5 V), but the
-# exponent byte of cell 1's float32 on JK04 (0x3F for 1-2 V, 0x40 for 2-4 V).
-_JK02_CELL_HIGH_BYTE_MAX: Final = 0x13
-_JK04_FLOAT_EXPONENTS: Final = frozenset({0x3F, 0x40})
+# The spec's byte-9 rule, read through the structs: byte 9 is the exponent byte of cell 1's
+# float32 on JK04 (0x3F or 0x40, i.e. 0.5 V <= cell < 8 V) but the high byte of cell 2 in mV on
+# JK02 (at most 0x13, i.e. below 5.12 V).
+_JK04_FIRST_CELL_V: Final = (0.5, 8.0)
+_JK02_CELL_BELOW_V: Final = 5.12
 # JK04 settings start with float32 1.0 where JK02 settings hold the smart-sleep voltage in mV.
-_JK04_SETTINGS_MARK: Final = b"\x00\x00\x80\x3f"
+_JK04_SETTINGS_MARK: Final = 1.0
 _JK02: Final[tuple[ProtocolName, ...]] = ("JK02_24S", "JK02_32S")
 
 
@@ -45,14 +46,18 @@ def from_content(frame: bytes) -> ProtocolName | None:
     """The layout one frame proves, or None when it does not tell."""
     if len(frame) < FRAME_LEN or frame[:4] != HEADER:
         return None
+    frame = frame[:FRAME_LEN]
     kind = TYPE_CODES.get(frame[4])
     if kind == "settings":
-        return "JK04" if frame[6:10] == _JK04_SETTINGS_MARK else None
+        mark = codec_for("settings", "JK04").parse(frame)["format_mark"]
+        return "JK04" if mark == _JK04_SETTINGS_MARK else None
     if kind != "cell_info":
         return None
-    if frame[9] in _JK04_FLOAT_EXPONENTS:
+    low, high = _JK04_FIRST_CELL_V
+    if low <= codec_for("cell_info", "JK04").parse(frame)["voltages"][0] < high:
         return "JK04"
-    if frame[9] > _JK02_CELL_HIGH_BYTE_MAX:
+    # Cells 1 and 2 sit at the same offsets in both JK02 layouts; the scale is mV.
+    if codec_for("cell_info", "JK02_24S").parse(frame)["voltages"][1] >= _JK02_CELL_BELOW_V * 1000:
         return None
     fits = [p for p in _JK02 if mask_agrees(frame, p)]
     # No cells measured (mask 0, voltages 0) fits both layouts: no evidence either way.
