@@ -22,5 +22,5 @@ def data_dir() -> Path:
 
 
 # Integration fixtures, importable from every test module through this conftest.
-from tests.fixtures.mqtt import Broker, MqttProbe, mosquitto, mqtt_probe  # noqa: E402, F401
 from tests.fixtures.bluez import SimHandle, sim, sim_factory  # noqa: E402, F401
+from tests.fixtures.mqtt import Broker, MqttProbe, mosquitto, mqtt_probe  # noqa: E402, F401
