@@ -56,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jk-ble-sim: {err}", file=sys.stderr)
         return 2
     timing: TimingName = args.timing
+    # Until the event loop installs its handlers, SIGTERM unwinds like Ctrl-C so that the
+    # private bus is still stopped and its directory removed.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         if args.spawn_bus:
-            with PrivateBus() as bus:
+            with PrivateBus(die_with_parent=True) as bus:
                 return asyncio.run(_serve(devices, faults, timing, bus.address))
         address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
         if not address:
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(devices, faults, timing, address))
     except KeyboardInterrupt:
         return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _serve(

@@ -421,6 +421,8 @@ class Device:
         self._changed("RSSI")
 
     def scan_ended(self) -> None:
+        # not-advertising:N hides the device from N discovery sessions (or N connects).
+        self.faults.fire("not-advertising", self.address)
         if self.rssi is not None and self.exported:
             self.rssi = None
             self._changed("RSSI")  # reported as invalidated (1.3)

@@ -49,9 +49,19 @@ def _die_with_parent() -> None:
 class PrivateBus:
     """`with PrivateBus() as bus:` starts dbus-daemon; leaving stops it and removes its dir."""
 
-    def __init__(self, startup_timeout_s: float = 10.0, socket_dir: Path | None = None) -> None:
-        """`socket_dir` keeps the address stable across restarts; its owner removes it."""
+    def __init__(
+        self,
+        startup_timeout_s: float = 10.0,
+        socket_dir: Path | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        """`socket_dir` keeps the address stable across restarts; its owner removes it.
+
+        `die_with_parent`: the kernel stops the daemon when the *thread* that started it ends,
+        so only a process's main thread (the CLI) should ask for it.
+        """
         self._timeout_s = startup_timeout_s
+        self._die_with_parent = die_with_parent
         self._own_dir = socket_dir is None
         self._socket_dir = socket_dir
         self.workdir: Path | None = None
@@ -84,7 +94,8 @@ class PrivateBus:
                     stdout=subprocess.PIPE,
                     stderr=stderr,
                     stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or I/O
+                    # only prctl in the child, no locks or I/O
+                    preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
                 )
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline().decode().strip()

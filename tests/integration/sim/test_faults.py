@@ -310,3 +310,18 @@ async def test_fault_aimed_at_one_mac_spares_the_other(sim_factory: Factory) -> 
         assert await c.expect_error(OTHER_DEV, DEVICE1, "Connect") == IN_PROGRESS
         assert sim.clear_faults(address=OTHER) == 1
         await c.call(OTHER_DEV, DEVICE1, "Connect")
+
+
+async def test_not_advertising_count_hides_the_device_from_one_discovery(
+    sim_factory: Factory,
+) -> None:
+    sim = sim_factory(devices=TWO, faults=[f"not-advertising:1@{ADDRESS}"])
+    async with client(sim.bus_address) as c:
+        await c.call("/org/bluez/hci0", ADAPTER1, "StartDiscovery")
+        await _adverts_seen(c, OTHER_DEV, 2)
+        assert DEV not in await c.managed()
+        await c.call("/org/bluez/hci0", ADAPTER1, "StopDiscovery")
+        await c.call("/org/bluez/hci0", ADAPTER1, "StartDiscovery")
+        await c.wait_signal(lambda m: m.member == "InterfacesAdded" and m.body[0] == DEV)
+        await c.call("/org/bluez/hci0", ADAPTER1, "StopDiscovery")
+        await c.connect_resolved()
