@@ -23,16 +23,16 @@ from bluez_jk.protocol.variants import ProtocolName
 def encode_frame(
     kind: Kind, protocol: ProtocolName, values: Mapping[str, Any], counter: int = 0
 ) -> bytes:
-    """Raises FrameError when a value does not fit its field."""
+    """Raises FrameError when a value does not fit its field or has the wrong type."""
     codec = codec_for(kind, protocol)
     obj: dict[str, Any] = {"frame_type": KIND_CODES[kind], "counter": counter, "checksum": 0}
-    for field, (name, convert) in zip(codec.fields, codec.encoders, strict=True):
-        obj[name] = convert(values[name] if name in values else _missing(field))
-    if kind == "cell_info" and "enabled_cells_bitmask" in obj:
-        obj["enabled_cells_bitmask"] = _cell_mask(values)
     try:
+        for field, (name, convert) in zip(codec.fields, codec.encoders, strict=True):
+            obj[name] = convert(values[name] if name in values else _missing(field))
+        if kind == "cell_info" and "enabled_cells_bitmask" in obj:
+            obj["enabled_cells_bitmask"] = _cell_mask(values)
         data = bytearray(codec.compiled.build(obj))
-    except (ConstructError, struct.error, OverflowError, TypeError) as err:
+    except (ConstructError, struct.error, OverflowError, TypeError, ValueError) as err:
         raise FrameError(f"{kind}: {err}") from err
     data[FRAME_LEN - 1] = checksum(data[: FRAME_LEN - 1])
     return bytes(data)

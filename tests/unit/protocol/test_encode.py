@@ -138,3 +138,17 @@ def test_values_that_do_not_fit_raise_frame_error(values: dict[str, Any]) -> Non
 
 def test_every_protocol_has_every_kind() -> None:
     assert set(STRUCTS) == {(k, p) for k, _ in STRUCTS for p in PROTOCOLS}
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("device_info", {"vendor_id": "JK-\u00e9"}),
+        ("cell_info", {"current": "a lot"}),
+        ("cell_info", {"voltages": 3.3}),
+        ("settings", {"cell_count": float("nan")}),
+    ],
+)
+def test_values_of_the_wrong_type_raise_frame_error(kind: Kind, values: dict[str, Any]) -> None:
+    with pytest.raises(FrameError):
+        encode_frame(kind, "JK02_32S", values)
