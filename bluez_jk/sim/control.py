@@ -12,7 +12,7 @@ from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method, Reply
 from bluez_jk.sim.faults import make_fault, normalize_mac
 
 if TYPE_CHECKING:
-    from bluez_jk.sim.bluez import Device
+    from bluez_jk.sim.device import Device
     from bluez_jk.sim.server import Simulator
 
 CONTROL_IFACE = "org.bluezjk.Simulator1"

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -182,7 +182,7 @@ class JkBms:
     def subscribed(self) -> None:
         """The CCCD was written: under `junk` the module's "AT\\r\\n" noise starts (3.4)."""
         if self._noise is None and self.faults.active("junk", self.address):
-            self._noise = asyncio.get_running_loop().create_task(self._at_noise())
+            self._noise = _start(self._at_noise())
 
     def stop(self) -> None:
         for task in (self._sender, self._stream, self._noise):
@@ -211,7 +211,7 @@ class JkBms:
                 self._send_frame("device_info", counter=0xA5)
             self._send(ACK, "ack")
             if self._stream is None:
-                self._stream = asyncio.get_running_loop().create_task(self._cell_stream())
+                self._stream = _start(self._cell_stream())
         else:
             # Register writes and other requests: the board acknowledges them (2.4).
             self._send(ACK, "ack")
@@ -236,7 +236,7 @@ class JkBms:
     def _send(self, data: bytes, kind: str) -> None:
         self._queue.put_nowait(Transmission(data, kind))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+            self._sender = _start(self._send_loop())
 
     async def _cell_stream(self) -> None:
         while True:
@@ -294,3 +294,14 @@ class JkBms:
             piece = data[start : start + burst]
             for offset in range(0, len(piece), size):
                 yield piece[offset : offset + size]
+
+
+def _start(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(coro)
+    task.add_done_callback(_report)
+    return task
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sim: emulated BMS task failed", exc_info=task.exception())

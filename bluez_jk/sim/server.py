@@ -10,14 +10,16 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag, RequestNameReply
 
-from bluez_jk.sim.bluez import Adapter, Device, World
+from bluez_jk.sim.bluez import Adapter
 from bluez_jk.sim.control import Control
+from bluez_jk.sim.device import Device
 from bluez_jk.sim.devices import DeviceSpec, parse_device
 from bluez_jk.sim.dispatch import Dispatcher
 from bluez_jk.sim.eventlog import EventLog
 from bluez_jk.sim.faults import Fault, FaultSet, normalize_mac
 from bluez_jk.sim.outbox import Outbox
 from bluez_jk.sim.timing import TIMINGS, TimingName
+from bluez_jk.sim.world import World
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,368 @@
+"""org.bluez.Device1 for one emulated JK-BMS: the link state machine, its GATT cache and the
+board behind it (bluez_dbus.md 3, 6.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from dbus_fast import Variant
+
+from bluez_jk.sim import errors
+from bluez_jk.sim.devices import DeviceSpec
+from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method
+from bluez_jk.sim.gatt import GattDatabase, LayoutName, uuid128
+from bluez_jk.sim.jkbms import JkBms
+from bluez_jk.sim.world import World
+
+if TYPE_CHECKING:
+    from bluez_jk.sim.bluez import Adapter
+
+DEVICE_IFACE = "org.bluez.Device1"
+_JK_COMPANY_ID = 0x0B65  # jk_protocol.md 1.1
+
+
+def device_path(adapter: str, address: str) -> str:
+    return f"/org/bluez/{adapter}/dev_{address.replace(':', '_')}"
+
+
+class Device:
+    """One emulated JK-BMS board as BlueZ's Device1 and its cached GATT database."""
+
+    def __init__(self, world: World, adapter: Adapter, spec: DeviceSpec) -> None:
+        self.world = world
+        self.dispatcher = world.dispatcher
+        self.faults = world.faults
+        self.events = world.events
+        self.adapter = adapter
+        self.adapter_name = adapter.name
+        self.spec = spec
+        self.address = spec.address
+        self.path = device_path(adapter.name, spec.address)
+        self.exported = False
+        self.connected = False
+        self.services_resolved = False
+        self._disconnecting: asyncio.Future[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._resolving: asyncio.Task[None] | None = None
+        self.rssi: int | None = None
+        self._rssi_flip = False
+        self.gatt: GattDatabase | None = None
+        self.gatt_fresh = False  # discovered on this connection, not loaded from the cache
+        self.bms = JkBms(spec, world.timing, world.faults, self._notify, self._peer_drop)
+
+    # ---- GattHost -------------------------------------------------------------------------
+
+    @property
+    def link_up(self) -> bool:
+        return self.connected and self.gatt is not None and self.gatt.exported
+
+    @property
+    def disconnecting(self) -> bool:
+        return self._disconnecting is not None
+
+    @property
+    def mtu(self) -> int:
+        return self.spec.profile.mtu
+
+    def on_write(self, data: bytes) -> None:
+        self.bms.on_write(data)
+
+    def on_subscribed(self) -> None:
+        self.bms.subscribed()
+
+    def _notify(self, chunk: bytes) -> None:
+        if self.gatt is None:
+            return
+        for char in self.gatt.characteristics:
+            if "notify" in char.spec.flags and char.spec.uuid == 0xFFE1:
+                char.notify(chunk)
+
+    async def _peer_drop(self) -> None:
+        self.events.record("peer_drop", self.address, self.adapter_name)
+        await self.link_down("org.bluez.Reason.Remote", "Connection terminated by remote user")
+
+    # ---- D-Bus object -------------------------------------------------------------------------
+
+    def dbus_object(self) -> DBusObject:
+        types = {
+            "Address": "s", "AddressType": "s", "Name": "s", "Alias": "s", "Appearance": "q",
+            "Paired": "b", "Bonded": "b", "Trusted": "b", "Blocked": "b", "LegacyPairing": "b",
+            "CablePairing": "b", "RSSI": "n", "Connected": "b", "UUIDs": "as", "Adapter": "o",
+            "ManufacturerData": "a{qv}", "ServicesResolved": "b", "AdvertisingFlags": "ay",
+        }  # fmt: skip
+        m = {
+            "Connect": Method("", "", self._connect),
+            "Disconnect": Method("", "", self._disconnect),
+        }
+        iface = Interface(DEVICE_IFACE, types, self._props, m, {"Disconnected": "ss"})
+        return DBusObject(self.path, {DEVICE_IFACE: iface})
+
+    def _props(self) -> dict[str, Any]:
+        mac = bytes.fromhex(self.address.replace(":", ""))
+        if self.services_resolved and self.gatt is not None:
+            uuids = self.gatt.uuids()
+        else:
+            uuids = [uuid128(0xFFE0)]
+        props: dict[str, Any] = {
+            "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
+            "Alias": self.spec.display_name, "Paired": False, "Bonded": False,
+            "Trusted": False, "Blocked": False, "LegacyPairing": False, "CablePairing": False,
+            "Connected": self.connected, "UUIDs": uuids, "Adapter": self.adapter.path,
+            "ManufacturerData": {_JK_COMPANY_ID: Variant("ay", b"\x88\xa0" + mac)},
+            "ServicesResolved": self.services_resolved, "AdvertisingFlags": b"\x06",
+        }  # fmt: skip
+        if self.rssi is not None:
+            props["RSSI"] = self.rssi
+        return props
+
+    def _changed(self, *names: str) -> None:
+        self.dispatcher.changed(self.path, DEVICE_IFACE, *names)
+
+    # ---- lifetime -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At simulator start: a stored device (connected before), unless a fault says not."""
+        if self.faults.active("not-advertising", self.address) or self.faults.active(
+            "uncached", self.address
+        ):
+            return
+        self.restore()
+        if self.faults.active("left-connected", self.address):
+            self.world.spawn(self.force_link())
+
+    def restore(self) -> None:
+        """Load the device and its GATT cache from storage (start-up, adapter back)."""
+        if self.exported or not self.adapter.present:
+            return
+        self.exported = True
+        self.dispatcher.add(self.dbus_object())
+        if self.gatt is None:
+            self.gatt = self._new_gatt(fresh=False)
+        self.gatt.export(self.dispatcher)
+        self.events.record("device_added", self.address, self.adapter_name)
+
+    def _new_gatt(self, fresh: bool) -> GattDatabase:
+        name: LayoutName = self.spec.layout
+        if not fresh and self.faults.active("stale-cache", self.address):
+            name = "stale"
+        return GattDatabase(self, self.path, name)
+
+    def use_stale_cache(self) -> None:
+        """stale-cache armed at run time: the cache now holds a previous firmware's objects."""
+        if self.gatt is not None and self.gatt.name != "stale":
+            self.gatt.unexport(self.dispatcher)
+        self.gatt = self._new_gatt(fresh=False)
+        self.gatt.export(self.dispatcher)
+
+    def unexport(self) -> None:
+        if not self.exported:
+            return
+        if self.gatt is not None:
+            self.gatt.unexport(self.dispatcher)
+        self.rssi = None
+        self.exported = False
+        self.dispatcher.remove(self.path)
+        self.events.record("device_removed", self.address, self.adapter_name)
+
+    async def remove(self) -> None:
+        """Adapter1.RemoveDevice: disconnect first, then forget the device and its cache."""
+        self.events.record("remove_device", self.address, self.adapter_name)
+        if self.connected or self._connecting is not None:
+            await self._disconnect_link()
+        # Only RemoveDevice cures a stale cache (bluez_dbus.md fact 7).
+        self.faults.clear("stale-cache", self.address)
+        self.faults.clear("stale-cache", None)
+        self.unexport()
+        self.gatt = None
+
+    @property
+    def advertising(self) -> bool:
+        return (
+            self.adapter.present
+            and not self.connected
+            and self._connecting is None
+            and not self.faults.active("not-advertising", self.address)
+        )
+
+    def advertise(self, scan_elapsed_s: float) -> None:
+        if not self.advertising:
+            return
+        if not self.exported:
+            if self.faults.active("uncached", self.address) and (
+                scan_elapsed_s < self.world.timing.uncached_s
+            ):
+                return
+            self.faults.fire("uncached", self.address)
+            self.rssi = -62
+            self.exported = True
+            self.dispatcher.add(self.dbus_object())
+            self.events.record("device_added", self.address, self.adapter_name, by="discovery")
+            return
+        # BlueZ reports RSSI moves of 8 dB or more; alternate so each advert is reported.
+        self._rssi_flip = not self._rssi_flip
+        self.rssi = -62 if self._rssi_flip else -71
+        self._changed("RSSI")
+
+    def scan_ended(self) -> None:
+        # not-advertising:N hides the device from N discovery sessions (or N connects).
+        self.faults.fire("not-advertising", self.address)
+        if self.rssi is not None and self.exported:
+            self.rssi = None
+            self._changed("RSSI")  # reported as invalidated (1.3)
+
+    # ---- Connect ------------------------------------------------------------------------------
+
+    async def _connect(self, call: Call) -> None:
+        self.events.record("connect_call", self.address, self.adapter_name, sender=call.sender)
+        if self._connecting is not None:
+            raise errors.in_progress()
+        if self.connected:
+            return
+        if self.faults.fire("in-progress", self.address):
+            raise errors.in_progress()
+        task = asyncio.get_running_loop().create_task(self._establish())
+        self._connecting = task
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                # Cancelled by a Disconnect or RemoveDevice from anyone (3.3).
+                self.events.record(
+                    "connect_failed", self.address, self.adapter_name, error="canceled"
+                )
+                raise errors.connection_canceled() from None
+            raise
+        finally:
+            if self._connecting is task:
+                self._connecting = None
+        self._resolving = self.world.spawn(self._resolve())
+
+    async def _establish(self) -> None:
+        timing = self.world.timing
+        if self.faults.fire("not-advertising", self.address):
+            # Nothing answers: the kernel gives up after its LE connect timeout.
+            await asyncio.sleep(timing.connect_timeout_s)
+            self.events.record("connect_failed", self.address, self.adapter_name, error="timeout")
+            raise errors.connection_abort()
+        await asyncio.sleep(timing.connect_s)
+        self._link_up()
+        if self.faults.fire("connect-abort", self.address):
+            self.dispatcher.flush()
+            await asyncio.sleep(max(timing.att_s, 0.001))
+            self.connected = False
+            self._changed("Connected")
+            self.events.record("disconnected", self.address, self.adapter_name, reason="abort")
+            self.events.record("connect_failed", self.address, self.adapter_name, error="abort")
+            raise errors.connection_abort()
+        await asyncio.sleep(timing.att_s)
+
+    def _link_up(self) -> None:
+        self.connected = True
+        self._changed("Connected")
+        if self.rssi is not None:
+            self.rssi = None  # a connected device no longer advertises
+            self._changed("RSSI")
+        self.events.record("connected", self.address, self.adapter_name)
+
+    async def _resolve(self) -> None:
+        await asyncio.sleep(self.world.timing.resolve_s)
+        if not self.connected or self.disconnecting:
+            return
+        if self.faults.fire("no-services", self.address):
+            self.events.record("resolve_skipped", self.address, self.adapter_name)
+            return
+        if self.gatt is None:
+            self.gatt = self._new_gatt(fresh=True)
+        elif self.gatt.name == "stale" and not self.faults.fire("stale-cache", self.address):
+            # The fault's count ran out: this connection's cache check finds the real services.
+            self.gatt.unexport(self.dispatcher)
+            self.gatt = self._new_gatt(fresh=True)
+        self.gatt.export(self.dispatcher)
+        self.dispatcher.flush()
+        for char in self.gatt.characteristics:
+            char.mtu_changed()
+        self.services_resolved = True
+        self._changed("UUIDs", "ServicesResolved")
+        for char in self.gatt.characteristics:
+            char.arm()  # StartNotify sessions survive disconnects and are re-armed (fact 8)
+        if self.faults.fire("notify-acquired", self.address):
+            for char in self.gatt.characteristics:
+                char.hold_foreign()
+        self.events.record(
+            "services_resolved", self.address, self.adapter_name, layout=self.gatt.name
+        )
+        if any(c.notifying for c in self.gatt.characteristics):
+            self.bms.subscribed()
+
+    async def force_link(self) -> None:
+        """left-connected: a crashed predecessor's link is still up (fact 5)."""
+        if self.connected or not self.exported:
+            return
+        self._link_up()
+        await self._resolve()
+
+    # ---- Disconnect ---------------------------------------------------------------------------
+
+    async def _disconnect(self, call: Call) -> None:
+        self.events.record("disconnect_call", self.address, self.adapter_name, sender=call.sender)
+        await self._disconnect_link()
+
+    async def _disconnect_link(self) -> None:
+        if self._connecting is not None:
+            task = self._connecting
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if self.connected:
+                await self.link_down(
+                    "org.bluez.Reason.Local", "Connection terminated by local host"
+                )
+            return
+        if not self.connected:
+            return
+        if self._disconnecting is not None:
+            await asyncio.shield(self._disconnecting)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._disconnecting = done
+        try:
+            await asyncio.sleep(self.world.timing.disconnect_grace_s)
+            await self.link_down("org.bluez.Reason.Local", "Connection terminated by local host")
+        finally:
+            self._disconnecting = None
+            if not done.done():
+                done.set_result(None)
+
+    async def link_down(self, reason: str, message: str, cancel: bool = False) -> None:
+        """The link is gone: sockets shut, then ServicesResolved, Disconnected, Connected (3.3)."""
+        if cancel and self._connecting is not None:
+            self._connecting.cancel()
+        if not self.connected:
+            return
+        if self._resolving is not None:
+            self._resolving.cancel()
+            self._resolving = None
+        self.bms.stop()
+        if self.gatt is not None:
+            for char in self.gatt.characteristics:
+                char.link_down()
+        self.services_resolved = False
+        self._changed("ServicesResolved")
+        self.dispatcher.emit(self.path, DEVICE_IFACE, "Disconnected", "ss", [reason, message])
+        self.connected = False
+        self._changed("Connected")
+        if self.gatt is not None:
+            for char in self.gatt.characteristics:
+                char.mtu_changed()  # MTU exists only while connected
+        self.dispatcher.flush()
+        self.events.record("disconnected", self.address, self.adapter_name, reason=reason)
+
+    # ---- bus clients leaving ------------------------------------------------------------------
+
+    def client_left(self, sender: str) -> None:
+        if self.gatt is None:
+            return
+        for char in self.gatt.characteristics:
+            char.end_session(sender, reason="bus_left")
