@@ -41,6 +41,10 @@ def notify_acquired() -> DBusError:
     return _bluez("NotPermitted", "Notify acquired")
 
 
+def write_acquired() -> DBusError:
+    return _bluez("NotPermitted", "Write acquired")
+
+
 def write_not_permitted() -> DBusError:
     return _bluez("NotPermitted", "Write not permitted")
 

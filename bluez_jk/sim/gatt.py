@@ -106,8 +106,8 @@ def layout(name: LayoutName) -> list[ServiceSpec]:
     ]
 
 
-class AcquiredNotify:
-    """Our end of an AcquireNotify socketpair (bluez_dbus.md 4.5)."""
+class AcquiredSocket:
+    """Our end of an AcquireNotify / AcquireWrite socketpair (bluez_dbus.md 4.5, 4.9)."""
 
     def __init__(self, ours: socket.socket, on_closed: Callable[[], None]) -> None:
         self.sock = ours
@@ -167,8 +167,9 @@ class Characteristic:
         self.value = b""
         self.sessions: set[str] = set()  # unique names with a StartNotify session
         self.notifying = False
-        self.acquired: AcquiredNotify | None = None
+        self.acquired: AcquiredSocket | None = None
         self.foreign: socket.socket | None = None  # the notify-acquired fault's other end
+        self.write_acquired: AcquiredSocket | None = None
         self._request_pending = False
         self.descriptor: Descriptor | None = None
         if spec.cccd is not None:
@@ -198,6 +199,7 @@ class Characteristic:
             "AcquireNotify": Method(
                 "a{sv}", "hq", self._acquire_notify, ("options",), ("fd", "mtu")
             ),
+            "AcquireWrite": Method("a{sv}", "hq", self._acquire_write, ("options",), ("fd", "mtu")),
         }
         iface = Interface(CHAR_IFACE, types, self._props, m)
         return DBusObject(self.path, {CHAR_IFACE: iface})
@@ -215,7 +217,7 @@ class Characteristic:
         if "notify" in flags:
             props["NotifyAcquired"] = self.acquired is not None or self.foreign is not None
         if "write-without-response" in flags:
-            props["WriteAcquired"] = False
+            props["WriteAcquired"] = self.write_acquired is not None
         if self.host.link_up:
             props["MTU"] = self.host.mtu
         props["Handle"] = self.spec.handle + 1
@@ -246,6 +248,8 @@ class Characteristic:
             raise errors.not_connected_failed()
         if self.claimed:
             raise errors.not_authorized()
+        if self.write_acquired is not None:
+            raise errors.write_acquired()
         if self.host.faults.fire("auth-required", self.host.address):
             raise errors.not_authorized()
         as_request = kind in ("request", "reliable") or (
@@ -340,7 +344,7 @@ class Characteristic:
         if "notify" not in self.spec.flags:
             raise errors.not_supported()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        holder = AcquiredNotify(ours, lambda: self._acquired_closed(call.sender))
+        holder = AcquiredSocket(ours, lambda: self._acquired_closed(call.sender))
         holder.on_data = self.host.on_write
         self.acquired = holder
         self._changed("NotifyAcquired")
@@ -355,6 +359,29 @@ class Characteristic:
         self.host.on_subscribed()
         # Our copy of the client's end is closed only once the reply has left (6.5).
         return Reply("hq", [0, self.host.mtu], [theirs.fileno()], on_sent=theirs.close)
+
+    async def _acquire_write(self, call: Call) -> Reply:
+        if not self.host.link_up:
+            raise errors.not_connected_failed()
+        if self.write_acquired is not None:
+            raise errors.write_acquired()
+        if "write-without-response" not in self.spec.flags:
+            raise errors.not_supported()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        holder = AcquiredSocket(ours, self._write_released)
+        if self.spec.uuid == 0xFFE1:
+            holder.on_data = self.host.on_write  # each datagram is one Write Without Response
+        self.write_acquired = holder
+        self._changed("WriteAcquired")
+        self.host.events.record(
+            "write_acquired", self.host.address, self.host.adapter_name,
+            path=self.path, sender=call.sender,
+        )  # fmt: skip
+        return Reply("hq", [0, self.host.mtu], [theirs.fileno()], on_sent=theirs.close)
+
+    def _write_released(self) -> None:
+        self.write_acquired = None
+        self._changed("WriteAcquired")
 
     def _acquired_closed(self, sender: str) -> None:
         self.acquired = None
@@ -418,8 +445,10 @@ class Characteristic:
             self.value = chunk
             self.host.dispatcher.emit_value(self.path, CHAR_IFACE, "ay", chunk)
 
-    def link_down(self) -> None:
-        self.release_acquired(reason="disconnect")
+    def link_down(self, reason: str = "disconnect") -> None:
+        self.release_acquired(reason=reason)
+        if self.write_acquired is not None:
+            self.write_acquired.shutdown()
 
     def mtu_changed(self) -> None:
         self._changed("MTU")
@@ -517,7 +546,7 @@ class GattDatabase:
             return
         self.exported = False
         for char in self.characteristics:
-            char.release_acquired(reason="removed")
+            char.link_down(reason="removed")
         for obj in reversed(self.objects()):
             dispatcher.remove(obj.path)
 

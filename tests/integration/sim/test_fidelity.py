@@ -9,8 +9,10 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from dbus_fast import MessageType
+from dbus_fast import DBusError, MessageType, Variant
+from dbus_fast.aio import MessageBus
 
+from bluez_jk.protocol import command
 from bluez_jk.protocol.stream import StreamDecoder
 from tests.fixtures.bluez import SimHandle
 from tests.integration.sim.client import (
@@ -339,3 +341,100 @@ async def test_other_profiles_over_dbus(sim_factory: Factory, protocol: str) -> 
         await c.wait_signal(complete)
         assert decoder.protocol == protocol
         assert not decoder.errors
+
+
+async def test_gatt_errors_by_state(sim: SimHandle) -> None:
+    async with client(sim.bus_address) as c:
+        write = [b"\x00", {}]
+        assert await c.expect_error(CHAR, CHAR1, "WriteValue", "aya{sv}", write) == (
+            "org.bluez.Error.Failed",
+            "Not connected",
+        )
+        assert await c.expect_error(CHAR, CHAR1, "AcquireNotify", "a{sv}", [{}]) == (
+            "org.bluez.Error.Failed",
+            "Not connected",
+        )
+        await c.call(CHAR, CHAR1, "StartNotify")  # disconnected but cached: armed, success
+        await c.connect_resolved()
+        await c.wait_prop(CHAR, "Notifying", True, start=0)
+        assert await c.expect_error(CHAR, CHAR1, "ReadValue", "a{sv}", [{}]) == (
+            "org.bluez.Error.NotPermitted",
+            "Read not permitted",
+        )
+        bad_type = [b"\x00", {"type": Variant("s", "sideways")}]
+        assert await c.expect_error(CHAR, CHAR1, "WriteValue", "aya{sv}", bad_type) == (
+            "org.bluez.Error.NotSupported",
+            "Operation is not supported",
+        )
+        request = [b"\x00", {"type": Variant("s", "request")}]
+        first, second = await asyncio.gather(
+            c.raw(CHAR, CHAR1, "WriteValue", "aya{sv}", request),
+            c.raw(CHAR, CHAR1, "WriteValue", "aya{sv}", request),
+        )
+        assert first.message_type is MessageType.METHOD_RETURN
+        assert (second.error_name, second.body) == ("org.bluez.Error.InProgress", ["In Progress"])
+
+
+async def test_acquire_write_carries_commands(sim: SimHandle) -> None:
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        await c.call(CHAR, CHAR1, "StartNotify")
+        reply = await c.raw(CHAR, CHAR1, "AcquireWrite", "a{sv}", [{}])
+        assert reply.message_type is MessageType.METHOD_RETURN
+        with socket.socket(fileno=reply.unix_fds[reply.body[0]]) as sock:
+            assert (await c.props(CHAR, CHAR1))["WriteAcquired"] is True
+            assert await c.expect_error(CHAR, CHAR1, "WriteValue", "aya{sv}", [b"\x00", {}]) == (
+                "org.bluez.Error.NotPermitted",
+                "Write acquired",
+            )
+            sock.send(command(0x97))
+            await c.wait_signal(lambda _m: b"\x55\xaa\xeb\x90\x03" in b"".join(c.values()))
+        await c.wait_prop(CHAR, "WriteAcquired", False)
+
+
+async def test_remove_device_and_power(sim: SimHandle) -> None:
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        assert await c.expect_error(
+            HCI0, ADAPTER1, "RemoveDevice", "o", [HCI0 + "/dev_00_00_00_00_00_01"]
+        ) == (
+            "org.bluez.Error.DoesNotExist",
+            "Does Not Exist",
+        )
+        await c.call(HCI0, ADAPTER1, "RemoveDevice", "o", [DEV])  # connected: disconnects first
+        assert any(is_prop(m, DEV, "Connected", False) for m in c.signals)
+        assert DEV not in await c.managed()
+        await c.call(
+            HCI0, "org.freedesktop.DBus.Properties", "Set", "ssv",
+            [ADAPTER1, "Powered", Variant("b", False)],
+        )  # fmt: skip
+        assert await c.expect_error(HCI0, ADAPTER1, "StartDiscovery") == (
+            "org.bluez.Error.NotReady",
+            "Resource Not Ready",
+        )
+        assert await c.expect_error(
+            HCI0, "org.freedesktop.DBus.Properties", "Set", "ssv",
+            [ADAPTER1, "Address", Variant("s", "x")],
+        ) == (
+            "org.freedesktop.DBus.Error.PropertyReadOnly",
+            "Property 'Address' is not writable",
+        )  # fmt: skip
+
+
+async def test_proxy_clients_can_introspect_and_call(sim: SimHandle) -> None:
+    bus = await MessageBus(bus_address=sim.bus_address).connect()
+    try:
+        node = await bus.introspect("org.bluez", DEV)
+        device = bus.get_proxy_object("org.bluez", DEV, node).get_interface(DEVICE1)
+        await device.call_connect()  # type: ignore[attr-defined]
+        assert await device.get_connected() is True  # type: ignore[attr-defined]
+        node = await bus.introspect("org.bluez", CHAR)
+        char = bus.get_proxy_object("org.bluez", CHAR, node).get_interface(CHAR1)
+        with pytest.raises(DBusError) as err:
+            await char.call_read_value({})  # type: ignore[attr-defined]
+        assert (err.value.type, err.value.text) == (
+            "org.bluez.Error.NotPermitted",
+            "Read not permitted",
+        )
+    finally:
+        bus.disconnect()
