@@ -122,3 +122,39 @@ def test_remote_config_disabled_says_so(
         assert result["ok"] is False
         assert "allow_remote_config: false" in result["error"]
         assert meta(mosquitto, "jk1")["config"]["poll_interval_s"] == 1
+
+
+def test_pause_releases_the_link_at_once_then_resumes(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    sim = sim_factory([device_spec(MACS[0], "hci0"), device_spec(MACS[1], "hci1")])
+    sim.set_fault("slow", address=MACS[0])  # jk1's reads stay on the link for seconds
+    config = gateway_config(mosquitto.port, tmp_path / "state", DEVICES, poll_interval_s=0.5)
+    config["timeout_s"] = 20
+    with MqttProbe(mosquitto, ["bms/jk/#"]) as probe:
+        gateway = gateway_factory(sim, config)
+        sim.wait_log(lambda e: e["event"] == "connected" and e["address"] == MACS[0], 15)
+        assert sim.device_props(MACS[0])["Connected"]
+        probe.publish("bms/jk/jk1/cmd/pause", b'{"minutes": 5}')
+        paused = time.time()
+        sim.wait_log(
+            lambda e: e["event"] == "disconnected" and e["address"] == MACS[0] and e["t"] > paused,
+            timeout_s=3,
+        )
+        assert sim.device_props(MACS[0])["notify_sessions"] == []
+        # While jk2 reads on, jk1 is left alone.
+        wait_count(probe, "bms/jk/jk2/raw", len(probe.on_topic("bms/jk/jk2/raw")) + 3, 10)
+        again = [
+            e
+            for e in sim.log()
+            if e["event"] == "connect_call" and e["address"] == MACS[0] and e["t"] > paused
+        ]
+        assert again == []
+        assert meta(mosquitto, "jk1")["paused_until"] > paused + 290
+        sim.clear_faults(address=MACS[0])
+        resumed = time.monotonic()
+        probe.publish("bms/jk/jk1/cmd/pause", b'{"minutes": 0}')
+        probe.wait_for(
+            lambda m: m.topic == "bms/jk/jk1/raw" and m.json()["error"] is None, 10, resumed
+        )
+        assert gateway.alive()
