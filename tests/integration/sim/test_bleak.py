@@ -52,3 +52,15 @@ async def test_bleak_reads_all_frames(
     assert [e["mode"] for e in starts] == [mode]
     assert [e["mode"] for e in stops] == [mode]
     assert sim.device_props(ADDRESS)["Connected"] is False
+
+
+async def test_bleak_retries_after_connect_abort(
+    sim: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bleak waits for the Connected true->false flap, then retries (bluez_dbus.md 6.6)."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    sim.set_fault("connect-abort", count=1)
+    async with BleakClient(ADDRESS, timeout=15) as client:
+        assert client.is_connected
+    calls = [e["event"] for e in sim.log() if e["event"] in ("connect_call", "connect_failed")]
+    assert calls == ["connect_call", "connect_failed", "connect_call"]
