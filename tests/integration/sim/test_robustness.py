@@ -32,7 +32,8 @@ MEMBERS = [
     "SetFault", "ClearFaults", "SetState", "GetDevice", "GetLog", "DropLink", "AddDevice",
     "Nope",
 ]  # fmt: skip
-_TEXT = st.text(max_size=20)
+# D-Bus strings are UTF-8 without NUL: anything else cannot even be sent.
+_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=20)
 _VARIANT = st.one_of(
     st.booleans().map(lambda v: Variant("b", v)),
     st.integers(-(2**31), 2**31 - 1).map(lambda v: Variant("i", v)),
