@@ -49,7 +49,6 @@ class Device:
         self.rssi: int | None = None
         self._rssi_flip = False
         self.gatt: GattDatabase | None = None
-        self.gatt_fresh = False  # discovered on this connection, not loaded from the cache
         self.bms = JkBms(spec, world.timing, world.faults, self._notify, self._peer_drop)
 
     # ---- GattHost -------------------------------------------------------------------------
@@ -101,10 +100,10 @@ class Device:
 
     def _props(self) -> dict[str, Any]:
         mac = bytes.fromhex(self.address.replace(":", ""))
-        if self.services_resolved and self.gatt is not None:
-            uuids = self.gatt.uuids()
+        if self.gatt is not None and self.gatt.exported:
+            uuids = self.gatt.uuids()  # GATT primaries once resolved (and stored)
         else:
-            uuids = [uuid128(0xFFE0)]
+            uuids = [uuid128(0xFFE0)]  # what the module advertises
         props: dict[str, Any] = {
             "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
             "Alias": self.spec.display_name, "Paired": False, "Bonded": False,
@@ -165,6 +164,12 @@ class Device:
         self.exported = False
         self.dispatcher.remove(self.path)
         self.events.record("device_removed", self.address, self.adapter_name)
+
+    def forget(self) -> None:
+        """Gone from BlueZ's storage (uncached armed at run time): no object, no GATT cache."""
+        if not self.connected and self._connecting is None:
+            self.unexport()
+            self.gatt = None
 
     async def remove(self) -> None:
         """Adapter1.RemoveDevice: disconnect first, then forget the device and its cache."""

@@ -192,6 +192,8 @@ class Simulator:
                         char.hold_foreign()
             elif fault.name == "stale-cache" and not device.connected and device.exported:
                 device.use_stale_cache()
+            elif fault.name == "uncached":
+                device.forget()
             elif fault.name == "junk":
                 device.bms.subscribed()
 

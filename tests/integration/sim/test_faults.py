@@ -325,3 +325,16 @@ async def test_not_advertising_count_hides_the_device_from_one_discovery(
         await c.wait_signal(lambda m: m.member == "InterfacesAdded" and m.body[0] == DEV)
         await c.call("/org/bluez/hci0", ADAPTER1, "StopDiscovery")
         await c.connect_resolved()
+
+
+async def test_uncached_at_run_time_forgets_a_disconnected_device(sim: SimHandle) -> None:
+    async with client(sim.bus_address) as c:
+        sim.set_fault("uncached", count=1, address=ADDRESS)
+        await c.wait_signal(lambda m: m.member == "InterfacesRemoved" and m.body[0] == DEV)
+        assert not [p for p in await c.managed() if p.startswith(DEV)]
+        await c.call("/org/bluez/hci0", ADAPTER1, "StartDiscovery")
+        await c.wait_signal(lambda m: m.member == "InterfacesAdded" and m.body[0] == DEV)
+        await c.call("/org/bluez/hci0", ADAPTER1, "StopDiscovery")
+        await c.connect_resolved()
+        assert CHAR in await c.managed()
+        assert sim.faults_armed() == []
