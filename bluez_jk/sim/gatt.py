@@ -109,7 +109,7 @@ def layout(name: LayoutName) -> list[ServiceSpec]:
 class AcquiredSocket:
     """Our end of an AcquireNotify / AcquireWrite socketpair (bluez_dbus.md 4.5, 4.9)."""
 
-    def __init__(self, ours: socket.socket, on_closed: Callable[[], None]) -> None:
+    def __init__(self, ours: socket.socket, on_closed: Callable[[str], None]) -> None:
         self.sock = ours
         self._on_closed = on_closed
         self._closed = False
@@ -129,7 +129,7 @@ class AcquiredSocket:
             if self.on_data is not None:
                 self.on_data(data)
             return
-        self.close()  # EOF: the holder closed its fd
+        self.close("fd_closed")  # EOF: the holder closed its fd
 
     def send(self, chunk: bytes) -> None:
         if self._closed:
@@ -139,22 +139,23 @@ class AcquiredSocket:
         except BlockingIOError:
             pass  # a full socket drops the notification, as notify_io_cb does
         except OSError:
-            self.close()  # EPIPE / ECONNRESET: the holder went away
+            self.close("fd_closed")  # EPIPE / ECONNRESET: the holder went away
 
-    def shutdown(self) -> None:
+    def shutdown(self, reason: str) -> None:
+        """Our side ends it (disconnect, StopNotify): the holder reads EOF with POLLHUP."""
         if not self._closed:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-        self.close()
+        self.close(reason)
 
-    def close(self) -> None:
+    def close(self, reason: str) -> None:
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
-        self._on_closed()
+        self._on_closed(reason)
 
 
 class Characteristic:
@@ -310,7 +311,7 @@ class Characteristic:
     async def _stop_notify(self, call: Call) -> Reply | None:
         if self.acquired is not None or self.foreign is not None:
             # BlueZ >= 5.51: any caller's StopNotify releases an acquired notify.
-            self.release_acquired(reason="stop_notify", sender=call.sender)
+            self.release_acquired(reason="stop_notify")
             return None
         if call.sender not in self.sessions:
             raise errors.no_notify_session()
@@ -344,7 +345,7 @@ class Characteristic:
         if "notify" not in self.spec.flags:
             raise errors.not_supported()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        holder = AcquiredSocket(ours, lambda: self._acquired_closed(call.sender))
+        holder = AcquiredSocket(ours, lambda reason: self._acquired_closed(call.sender, reason))
         holder.on_data = self.host.on_write
         self.acquired = holder
         self._changed("NotifyAcquired")
@@ -379,11 +380,11 @@ class Characteristic:
         )  # fmt: skip
         return Reply("hq", [0, self.host.mtu], [theirs.fileno()], on_sent=theirs.close)
 
-    def _write_released(self) -> None:
+    def _write_released(self, _reason: str) -> None:
         self.write_acquired = None
         self._changed("WriteAcquired")
 
-    def _acquired_closed(self, sender: str) -> None:
+    def _acquired_closed(self, sender: str, reason: str) -> None:
         self.acquired = None
         self._changed("NotifyAcquired")
         self.host.events.record(
@@ -393,16 +394,12 @@ class Characteristic:
             path=self.path,
             sender=sender,
             mode="acquire",
-            reason=self._release_reason,
+            reason=reason,
         )
 
-    _release_reason = "fd_closed"
-
-    def release_acquired(self, reason: str, sender: str | None = None) -> None:
+    def release_acquired(self, reason: str) -> None:
         if self.acquired is not None:
-            self._release_reason = reason
-            self.acquired.shutdown()
-            self._release_reason = "fd_closed"
+            self.acquired.shutdown(reason)
         if self.foreign is not None:
             self.foreign.close()
             self.foreign = None
@@ -448,7 +445,7 @@ class Characteristic:
     def link_down(self, reason: str = "disconnect") -> None:
         self.release_acquired(reason=reason)
         if self.write_acquired is not None:
-            self.write_acquired.shutdown()
+            self.write_acquired.shutdown(reason)
 
     def mtu_changed(self) -> None:
         self._changed("MTU")
