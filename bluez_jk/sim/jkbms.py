@@ -25,9 +25,10 @@ from bluez_jk.sim.timing import Timing
 log = logging.getLogger(__name__)
 
 AT_NOISE = b"AT\r\n"
-FrameKind = Literal["device_info", "cell_info", "settings"]
+FrameKind = Literal["device_info", "cell_info", "settings", "logbook"]
 _CMD_DEVICE_INFO = 0x97
 _CMD_CELL_INFO = 0x96
+_CMD_LOGBOOK = 0xA1
 
 
 class BmsState:
@@ -117,6 +118,12 @@ class BmsState:
             "user_data": "bluez-jk sim",
         }
         return values
+
+    def logbook(self) -> dict[str, Any]:
+        """A short event history (jk_protocol.md 5.6; codes per Appendix B)."""
+        uptime = int(time.monotonic() - self.started) + 3_600_000
+        entries = [{"t": uptime - 86_400 * n, "code": code} for n, code in ((3, 1), (2, 7), (1, 3))]
+        return {"entry_count": len(entries), "entries": entries}
 
     def settings(self) -> dict[str, Any]:
         if self.spec.protocol == "JK04":
@@ -212,6 +219,9 @@ class JkBms:
             self._send(ACK, "ack")
             if self._stream is None:
                 self._stream = _start(self._cell_stream())
+        elif command.code == _CMD_LOGBOOK and self.spec.protocol != "JK04":
+            self._send_frame("logbook", counter=self._next_counter())
+            self._send(ACK, "ack")
         else:
             # Register writes and other requests: the board acknowledges them (2.4).
             self._send(ACK, "ack")
@@ -226,6 +236,8 @@ class JkBms:
             values = self.state.cell_info()
         elif kind == "device_info":
             values = self.state.device_info()
+        elif kind == "logbook":
+            values = self.state.logbook()
         else:
             values = self.state.settings()
         frame = bytearray(encode_frame(kind, self.spec.protocol, values, counter))
@@ -270,7 +282,7 @@ class JkBms:
                     return
                 self._notify(chunk)
                 await self._pace()
-            if item.kind in ("device_info", "settings", "cell_info"):
+            if item.kind in ("device_info", "settings", "cell_info", "logbook"):
                 self.frames_sent += 1
 
     async def _pace(self) -> None:

@@ -111,3 +111,27 @@ async def test_silent_never_notifies() -> None:
     await asyncio.sleep(0.2)
     bms.stop()
     assert chunks == []
+
+
+async def test_logbook_request_gets_a_logbook_frame() -> None:
+    spec = parse_device("C8:47:80:00:00:0A")
+    chunks: list[bytes] = []
+
+    async def drop() -> None:
+        pass
+
+    bms = JkBms(spec, TIMINGS["zero"], FaultSet(), chunks.append, drop)
+    decoder = StreamDecoder(protocol="JK02_32S")
+    bms.on_write(command(0xA1))
+    kinds: list[str] = []
+    fed = 0
+    for _ in range(200):  # bounded: one second
+        await asyncio.sleep(0.005)
+        for chunk in chunks[fed:]:
+            kinds += [decoded.kind for decoded in decoder.feed(chunk)]
+        fed = len(chunks)
+        if "logbook" in kinds:
+            break
+    bms.stop()
+    assert kinds == ["logbook"]
+    assert decoder.assembler.acks == 1
