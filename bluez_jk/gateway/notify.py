@@ -21,6 +21,8 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the event loop on a receiver that does not read (queue full: drop).
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:

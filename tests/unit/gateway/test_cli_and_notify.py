@@ -72,6 +72,14 @@ def test_notifier_abstract_and_path_sockets(tmp_path: Path) -> None:
             notifier.send("READY=1", "STATUS=x")
             assert server.recv(100) == b"READY=1\nSTATUS=x"
             notifier.close()
+    # A receiver that never reads must not block the sender (the gateway's event loop).
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stuck.bind(str(tmp_path / "full.sock"))
+    with stuck:
+        notifier = Notifier(str(tmp_path / "full.sock"))
+        for _ in range(1000):
+            notifier.send("WATCHDOG=1")
+        notifier.close()
     silent = Notifier("")
     assert not silent.enabled
     silent.send("READY=1")  # outside systemd: nothing happens
@@ -115,7 +123,7 @@ async def test_watchdog_fed_only_while_the_scheduler_makes_progress(
     scheduler = asyncio.create_task(gateway.scheduler.run())
     watchdog = asyncio.create_task(gateway._watchdog())
     try:
-        await clock.advance(3)  # the read has started
+        await clock.advance(3, step=0.5)  # the read has started
         assert reader.active[None] == 1
         await asyncio.sleep(0.1)
         assert b"WATCHDOG=1" in drain()
