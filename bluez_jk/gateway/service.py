@@ -40,8 +40,24 @@ SHUTDOWN_MQTT_S = 1.5
 LinkFactory = Callable[..., MqttLink]
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str).encode()
+    """Strict JSON: a NaN or infinity from a garbled frame becomes null instead of the
+    non-standard `NaN` token that Telegraf, Node-RED and Home Assistant refuse."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, default=str)
+    return text.encode()
 
 
 class Gateway:

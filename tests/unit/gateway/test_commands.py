@@ -16,6 +16,7 @@ from bluez_jk.gateway.config import GatewayConfig, parse_config
 from bluez_jk.gateway.mqtt import MqttLink
 from bluez_jk.gateway.service import Gateway
 from bluez_jk.gateway.state import StateStore
+from bluez_jk.reading import new_reading
 from tests.unit.gateway.fakes import FakeClock, FakeReader
 
 
@@ -180,3 +181,16 @@ def test_fuzz_command_handlers(commands: list[tuple[str, bytes]]) -> None:
         stored = StateStore(Path(tmp))
         stored.load()
         assert stored.overrides == gateway.store.overrides
+
+
+def test_a_reading_with_nan_is_still_published_as_strict_json(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path)
+    state = gateway.scheduler.devices["jk1"]
+    reading = new_reading("jk1", state.config.address, "hci0")
+    reading["status"]["cell_info"] = {"voltages": [3.3, float("nan")], "current": float("inf")}
+    gateway._on_reading(state, reading)
+    raw = next(m for m in gateway.links["jk1"]._queue if m.topic == "b/jk/jk1/raw")
+    decoded = json.loads(raw.payload)  # strict: json.loads accepts NaN, so check the text too
+    assert b"NaN" not in raw.payload
+    assert b"Infinity" not in raw.payload
+    assert decoded["status"]["cell_info"] == {"voltages": [3.3, None], "current": None}
