@@ -96,5 +96,15 @@ def test_keep_connected_streams_on_one_link(
         jk1_sessions = [s for s in sessions(sim.log()) if s[1] == MACS[0]]
         assert len(jk1_sessions) == 1  # stayed connected the whole time
         assert sim.device_props(MACS[0])["Connected"]
+        # The link drops: the gateway reconnects by itself and the stream goes on.
+        sim.drop_link(MACS[0])
+        dropped = time.monotonic()
+        probe.wait_for(
+            lambda m: m.topic == "bms/jk/jk1/raw" and m.json()["error"] is None,
+            timeout_s=10,
+            after=dropped + 0.1,
+        )
+        sim.wait_log(lambda e: e["event"] == "connected" and e["address"] == MACS[0], 10)
+        assert len([s for s in sessions(sim.log()) if s[1] == MACS[0]]) == 2
         assert gateway.terminate() == 0
     assert not sim.device_props(MACS[0])["Connected"]
