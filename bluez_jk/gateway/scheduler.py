@@ -34,6 +34,8 @@ BACKOFF_FACTOR_CAP = 8
 BACKOFF_CAP_S = 300.0
 # A read that outlives its own timeout by this much means the reader is stuck.
 STUCK_GRACE_S = 30.0
+# Pause before restarting a device loop that died on an unexpected error.
+RESTART_DELAY_S = 5.0
 
 
 class ReaderLike(Protocol):
@@ -192,7 +194,7 @@ class Scheduler:
         """Run every device until cancelled; one device's failure never ends the others."""
         async with asyncio.TaskGroup() as group:
             for state in self.devices.values():
-                group.create_task(self._device_loop(state), name=f"device-{state.name}")
+                group.create_task(self._supervised(state), name=f"device-{state.name}")
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -241,6 +243,16 @@ class Scheduler:
         ]
 
     # -- one device ---------------------------------------------------------------------------
+
+    async def _supervised(self, state: DeviceState) -> None:
+        """Restart a device loop that failed on a bug, so the other devices never stop."""
+        while True:
+            try:
+                await self._device_loop(state)
+            except Exception:  # the boundary between one device and the rest of the gateway
+                log.exception("device loop failed, restarting device=%s", state.name)
+                state.wake.clear()
+                await self.clock.sleep_until(self.clock.now() + RESTART_DELAY_S, state.wake)
 
     async def _device_loop(self, state: DeviceState) -> None:
         # Spread the first reads so that devices sharing an adapter do not queue up together.

@@ -224,3 +224,34 @@ async def test_gate_serves_healthy_devices_first() -> None:
     await asyncio.gather(first, *tasks)
     assert order == ["healthy-a", "healthy-b", "failing"]
     assert not gate.held
+
+
+async def test_a_bug_in_one_device_loop_never_stops_the_others() -> None:
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=0.2)
+    calls = {"n": 0}
+
+    def on_reading(state: DeviceState, reading: Reading) -> None:
+        pass
+
+    scheduler = Scheduler(
+        reader, [device("jk1", "hci0", 1), device("jk2", "hci1", 1)], on_reading, clock=clock
+    )
+    original = scheduler._read
+
+    async def buggy(state: DeviceState) -> None:
+        if state.name == "jk1" and calls["n"] < 2:
+            calls["n"] += 1
+            raise KeyError("bug")
+        await original(state)
+
+    scheduler._read = buggy  # type: ignore[method-assign]
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await clock.advance(20, step=0.1)
+        assert len(reader.starts("jk2")) >= 17  # never interrupted
+        assert len(reader.starts("jk1")) >= 5  # restarted after each bug
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
