@@ -132,7 +132,7 @@ class Reader:
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
         started = time.monotonic()
         reading = new_reading(req.name, req.address, req.adapter)
-        session = _Session(self, req, reading, capture)
+        session = _Session(self, req, capture)
         try:
             await session.run()
         except JkError as err:
@@ -162,9 +162,7 @@ class Reader:
         while True:
             started = time.monotonic()
             reading = new_reading(req.name, req.address, req.adapter)
-            session = _Session(
-                self, req, reading, None, on_reading=on_reading, interval_s=interval_s
-            )
+            session = _Session(self, req, None, on_reading=on_reading, interval_s=interval_s)
             try:
                 await session.run()
             except JkError as err:
@@ -178,10 +176,15 @@ class Reader:
             await asyncio.sleep(interval_s)
 
 
-async def read_once(req: ReadRequest, **kw: Any) -> Reading:
+async def read_once(
+    req: ReadRequest,
+    *,
+    capture: Capture | None = None,
+    timing: Timing | None = None,
+    limits: Limits | None = None,
+) -> Reading:
     """One read with a Reader of its own (a fresh bus connection, closed afterwards)."""
-    capture: Capture | None = kw.pop("capture", None)
-    async with Reader(**kw) as reader:
+    async with Reader(timing=timing, limits=limits) as reader:
         return await reader.read(req, capture=capture)
 
 
@@ -224,7 +227,6 @@ class _Session:
         self,
         reader: Reader,
         req: ReadRequest,
-        reading: Reading,
         capture: Capture | None,
         *,
         on_reading: Callable[[Reading], None] | None = None,
@@ -232,7 +234,6 @@ class _Session:
     ) -> None:
         self.reader = reader
         self.req = req
-        self.reading = reading
         self.decoder = StreamDecoder(req.protocol)
         self.collector = _Collector(self.decoder, capture)
         self.stage: Stage = "bus"
@@ -247,7 +248,7 @@ class _Session:
         )
         self.deadline = 0.0
         self._timeout: asyncio.Timeout | None = None
-        # The adapter lock, held from before the first BlueZ call of a session to its end;
+        # The adapter lock, held from the adapter's resolution to the end of the session;
         # `follow` gives it back while it only listens to the stream.
         self._lock = AsyncExitStack()
         self.locked = False

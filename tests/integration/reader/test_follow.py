@@ -64,4 +64,4 @@ async def test_follow_streams_reconnects_and_cleans_up(sim: SimHandle, reader: R
             await task
     assert_device_released(sim)
     await assert_reader_clean(sim, reader)
-    assert open_fds() == fds_before
+    assert open_fds() <= fds_before

@@ -59,7 +59,7 @@ async def test_clean_read_of_each_profile(
     assert reading["model_nbr"] == "BK-BLE-1.0"
     assert 0 < reading["duration_s"] < 5
     assert_device_released(sim)
-    assert open_fds() == fds_before
+    assert open_fds() <= fds_before
 
 
 @pytest.mark.parametrize("mode", ["acquire", "start"])
@@ -72,7 +72,7 @@ async def test_both_notify_mechanisms(sim: SimHandle, reader: Reader, mode: str)
     assert [e["mode"] for e in starts] == [mode]
     assert_device_released(sim)
     await assert_reader_clean(sim, reader)
-    assert open_fds() == fds_before
+    assert open_fds() <= fds_before
 
 
 async def test_split_layout_picks_the_two_ffe1_by_flags(
@@ -194,7 +194,7 @@ async def test_cancellation_cleans_up_and_propagates(sim: SimHandle, reader: Rea
         await task
     assert_device_released(sim)
     await assert_reader_clean(sim, reader)
-    assert open_fds() == fds_before
+    assert open_fds() <= fds_before
 
 
 async def test_adapter_that_vanishes_and_returns(sim: SimHandle, reader: Reader) -> None:
