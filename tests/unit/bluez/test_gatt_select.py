@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bluez_jk.bluez.adapter import looks_like_jk, resolve_adapter
 from bluez_jk.bluez.errors import StaleCache
@@ -99,3 +101,42 @@ def test_jk_recognition() -> None:
     assert looks_like_jk({"ManufacturerData": {0x0B65: b"\x88\xa0"}})
     assert looks_like_jk({"ManufacturerData": {0x4B4A: b"\x00\x01"}})
     assert not looks_like_jk({"UUIDs": [uuid16(0x180F)], "ManufacturerData": {0x004C: b""}})
+
+
+_uuids = st.sampled_from([uuid16(0xFFE0), uuid16(0xFFE1), uuid16(0x180A), uuid16(0x2A24), "x"])
+_flags = st.lists(
+    st.sampled_from(["read", "write", "write-without-response", "notify", "indicate"]),
+    max_size=3,
+)
+_suffix = st.sampled_from(["/service0010", "/service0001", "/service000a"])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([DEV, "/org/bluez/hci0/dev_11_22_33_44_55_66"]),
+            _suffix,
+            _uuids,
+            st.integers(0, 0xFFFF),
+            _uuids,
+            _flags,
+        ),
+        max_size=8,
+    )
+)
+def test_any_object_tree_gives_chars_of_this_device_or_stale_cache(
+    rows: list[tuple[str, str, str, int, str, list[str]]],
+) -> None:
+    objs: dict[str, Any] = {}
+    for dev, suffix, service_uuid, handle, char_uuid, flags in rows:
+        svc = dev + suffix
+        objs.setdefault(svc, {S: {"UUID": service_uuid, "Device": dev}})
+        objs[f"{svc}/char{handle:04x}"] = {C: {"UUID": char_uuid, "Service": svc, "Flags": flags}}
+    try:
+        chars = find_jk_chars(objs, DEV)
+    except StaleCache:
+        return
+    for path in (chars.notify, chars.write):
+        assert path.startswith(DEV + "/")
+        assert objs[path][C]["UUID"] == uuid16(0xFFE1)
+    assert "notify" in chars.notify_flags or "indicate" in chars.notify_flags
