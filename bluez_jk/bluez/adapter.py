@@ -191,6 +191,11 @@ async def discover_device(
         bus.signals(rules, on_signal),
         discovery(bus, adapter_obj, pattern=address, timeout_s=timeout_s),
     ):
+        # The object may have appeared after the caller looked and before our match rules
+        # were in place (another program's scan); it would then only show up on an RSSI move.
+        objects = await bus.managed_objects(stage="discover", timeout_s=timeout_s)
+        if DEVICE in objects.get(device_obj, {}):
+            return True
         try:
             async with asyncio.timeout(timeout_s):
                 await seen.wait()
