@@ -14,7 +14,7 @@ from typing import Any
 from dbus_fast import BusType, Message, MessageType, unpack_variants
 from dbus_fast.aio import MessageBus
 
-from bluez_jk.bluez.errors import map_dbus_error
+from bluez_jk.bluez.errors import BusLost, map_dbus_error
 from bluez_jk.bluez.paths import BLUEZ
 from bluez_jk.errors import BusError, Stage, Timeout
 
@@ -64,9 +64,9 @@ class BluezBus:
                 await bus.connect()
         except TimeoutError as err:
             bus.disconnect()
-            raise BusError(f"no answer from {address}", stage="bus") from err
+            raise BusLost(f"no answer from {address}", stage="bus") from err
         except Exception as err:  # any transport/auth failure is "bus unreachable"
-            raise BusError(f"cannot connect to {address}: {err}", stage="bus") from err
+            raise BusLost(f"cannot connect to {address}: {err}", stage="bus") from err
         log.debug("bus connected unique_name=%s", bus.unique_name)
         return cls(bus)
 
@@ -106,7 +106,7 @@ class BluezBus:
         dbus-fast's call() has no timeout and cancelling it cancels nothing in bluetoothd
         (bluez_dbus.md 0.4), so callers choose a bound fitting the method."""
         if not self._bus.connected:
-            raise BusError("the bus connection is closed", stage=stage)
+            raise BusLost("the bus connection is closed", stage=stage)
         message = Message(
             destination=destination,
             path=path,
@@ -121,9 +121,9 @@ class BluezBus:
         except TimeoutError as err:
             raise Timeout(f"{member} got no reply within {timeout_s:.1f} s", stage=stage) from err
         except Exception as err:  # the connection broke under the call
-            raise BusError(f"{member}: bus connection lost ({err!r})", stage=stage) from err
+            raise BusLost(f"{member}: bus connection lost ({err!r})", stage=stage) from err
         if reply is None:
-            raise BusError(f"{member}: no reply", stage=stage)
+            raise BusLost(f"{member}: no reply", stage=stage)
         if reply.message_type == MessageType.ERROR:
             for fd in reply.unix_fds:
                 os.close(fd)

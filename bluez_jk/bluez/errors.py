@@ -28,6 +28,10 @@ from bluez_jk.errors import (
 )
 
 
+class BusLost(BusError):
+    """The bus connection could not be opened or broke: open a new one (policy table)."""
+
+
 class ConnectAborted(ConnectFailed):
     """A transient LE connect failure: BlueZ reports every link failure the same way (fact 3)."""
 

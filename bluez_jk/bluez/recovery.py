@@ -6,9 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bluez_jk.bluez.errors import AcquireRefused, ConnectAborted, ObjectVanished, StaleCache
+from bluez_jk.bluez.errors import (
+    AcquireRefused,
+    BusLost,
+    ConnectAborted,
+    ObjectVanished,
+    StaleCache,
+)
 from bluez_jk.errors import (
-    BusError,
     Disconnected,
     InProgress,
     JkError,
@@ -103,11 +108,12 @@ def _decide(err: JkError, tried: Tried, limits: Limits) -> Decision:
         if tried.link_drops > limits.link_drops:
             return Decision("give_up")
         return Decision("retry", _backoff(limits, tried.link_drops))
-    if type(err) is BusError:
+    if isinstance(err, BusLost):
         tried.bus_reconnects += 1
         if tried.bus_reconnects > limits.bus_reconnects:
             return Decision("give_up")
         return Decision("reconnect_bus", _backoff(limits, tried.bus_reconnects))
     # DeviceNotFound after discovery, AdapterNotFound, AuthenticationRequired, Timeout,
-    # ProtocolError, ConnectFailed (non-transient), Busy: retrying cannot help.
+    # ProtocolError, ConnectFailed (non-transient), Busy, a BlueZ failure without a rule of
+    # its own (plain BusError, e.g. bluetoothd not on the bus): retrying cannot help.
     return Decision("give_up")

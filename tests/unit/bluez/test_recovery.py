@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bluez_jk.bluez.errors import (
     AcquireRefused,
+    BusLost,
     ConnectAborted,
     LinkLost,
     ObjectVanished,
@@ -65,9 +66,18 @@ def test_vanished_object_is_rediscovered_a_bounded_number_of_times() -> None:
     assert decide(ObjectVanished(), tried, PLENTY, limits).action == "give_up"
 
 
-def test_bus_loss_reconnects_the_bus() -> None:
+def test_bus_loss_reconnects_the_bus_a_bounded_number_of_times() -> None:
     tried = Tried()
-    assert decide(BusError(), tried, PLENTY).action == "reconnect_bus"
+    limits = Limits(bus_reconnects=2)
+    actions = [decide(BusLost(), tried, PLENTY, limits).action for _ in range(3)]
+    assert actions == ["reconnect_bus", "reconnect_bus", "give_up"]
+    assert BusLost().type == "BusError"
+
+
+def test_other_bus_errors_are_final() -> None:
+    assert decide(BusError("GetManagedObjects: no org.bluez"), Tried(), PLENTY).action == (
+        "give_up"
+    )
 
 
 def test_acquire_refused_falls_back_to_start_notify() -> None:
