@@ -277,6 +277,10 @@ async def test_start_notify_in_the_disconnect_grace_window(sim_factory: Factory)
         )
         await leaving
         assert any(is_prop(m, DEV, "Connected", False) for m in c.signals)
+    log = sim.log()
+    asked = next(e["t"] for e in log if e["event"] == "disconnect_call")
+    down = next(e["t"] for e in log if e["event"] == "disconnected")
+    assert 1.9 <= down - asked < 3.0
 
 
 async def test_adapter_can_vanish_and_return(sim: SimHandle) -> None:
