@@ -231,7 +231,6 @@ class Gateway:
             self.store.set_overrides(name, merged)
         except OSError as err:
             # Not persisted means not applied: a restart would silently undo it.
-            self.store.load()
             return {"ok": False, "error": f"cannot persist: {err}", "applied": {}}
         self.scheduler.reconfigure(name, new_config)
         state = self.scheduler.devices[name]

@@ -75,17 +75,17 @@ class StateStore:
             if isinstance(topics, list) and all(isinstance(t, str) for t in topics):
                 self.discovery[str(name)] = list(topics)
 
-    def save(self) -> None:
-        body = {"version": 1, "overrides": self.overrides, "discovery": self.discovery}
+    def _write(self, overrides: dict[str, dict[str, Any]], discovery: dict[str, list[str]]) -> None:
+        """Persist first, then adopt: a failed write leaves memory and file as they were."""
+        body = {"version": 1, "overrides": overrides, "discovery": discovery}
         write_atomic(self.path, json.dumps(body, indent=1, sort_keys=True).encode())
+        self.overrides, self.discovery = overrides, discovery
 
     def set_overrides(self, name: str, overrides: dict[str, Any]) -> None:
-        self.overrides[name] = overrides
-        self.save()
+        self._write({**self.overrides, name: overrides}, self.discovery)
 
     def set_discovery(self, name: str, topics: list[str]) -> None:
+        discovery = {k: v for k, v in self.discovery.items() if k != name}
         if topics:
-            self.discovery[name] = sorted(topics)
-        else:
-            self.discovery.pop(name, None)
-        self.save()
+            discovery[name] = sorted(topics)
+        self._write(self.overrides, discovery)

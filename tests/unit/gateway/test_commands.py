@@ -116,6 +116,7 @@ def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
     assert result["ok"] is False
     assert "cannot persist" in result["error"]
     assert gateway.scheduler.devices["jk1"].config.poll_interval_s == 10
+    assert gateway.store.overrides == {}  # not kept in memory either, to be saved later
 
 
 def test_pause_and_read_commands(tmp_path: Path) -> None:
