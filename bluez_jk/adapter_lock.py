@@ -32,6 +32,27 @@ def lock_path(adapter: str) -> Path:
     return lock_dir() / f"bluez-jk-{adapter}.lock"
 
 
+def _open_lock_file(path: Path) -> int:
+    """A read-only fd on the lock file, which is all flock needs.
+
+    The gateway (a systemd service with UMask=0077) and jk-ble-read (any user in group
+    bluetooth) share these files in the sticky, world-writable /run/lock. There an O_CREAT open
+    of another user's file is refused under fs.protected_regular (systemd's default) whatever
+    its mode, so an existing file is opened without O_CREAT, and a new one is made readable for
+    everyone regardless of the creator's umask."""
+    while True:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue  # another process created it between the two opens
+        os.fchmod(fd, 0o644)
+        return fd
+
+
 class AdapterLock:
     """`async with AdapterLock("hci0", timeout_s=5):` - raises `Busy` after `timeout_s`.
 
@@ -46,7 +67,7 @@ class AdapterLock:
 
     async def __aenter__(self) -> AdapterLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = _open_lock_file(self.path)
         try:
             loop = asyncio.get_running_loop()
             give_up_at = loop.time() + self.timeout_s

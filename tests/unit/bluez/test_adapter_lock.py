@@ -57,3 +57,23 @@ async def test_cancelled_waiter_leaves_no_fd_open() -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiter
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_lock_file_is_readable_by_everyone_whatever_the_umask() -> None:
+    # The service runs with UMask=0077; jk-ble-read as another user must still open the file.
+    old = os.umask(0o077)
+    try:
+        async with AdapterLock("hci0", timeout_s=1):
+            pass
+    finally:
+        os.umask(old)
+    assert lock_path("hci0").stat().st_mode & 0o777 == 0o644
+
+
+async def test_an_existing_read_only_lock_file_still_locks() -> None:
+    lock_path("hci0").write_bytes(b"")
+    lock_path("hci0").chmod(0o444)
+    async with AdapterLock("hci0", timeout_s=1):
+        with pytest.raises(Busy):
+            async with AdapterLock("hci0", timeout_s=0.1):
+                pass
