@@ -20,6 +20,7 @@ to the asyncio loop with `call_soon_threadsafe` and all state below is touched o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -57,6 +58,14 @@ def link_keepalive(keepalive_s: int) -> int:
 
 def default_client_id() -> str:
     return f"bluez-jk-{socket.gethostname()[:40]}"
+
+
+def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
+    """Every MQTT packet the gateway sends is small and someone waits for it (a `raw` after
+    `cmd/read`, a PUBACK): with Nagle's algorithm on, each one can sit ~40 ms behind the
+    broker's delayed ACK. Not every socket paho hands over is plain TCP (websockets)."""
+    with contextlib.suppress(AttributeError, OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttLink:
@@ -108,6 +117,7 @@ class MqttLink:
         client.will_set(self.will_topic, b"false", qos=QOS, retain=True)
         # Short enough that Readings flow again soon after a broker restart.
         client.reconnect_delay_set(min_delay=1, max_delay=5)
+        client.on_socket_open = _no_delay
         client.on_connect = self._t_on_connect
         client.on_disconnect = self._t_on_disconnect
         client.on_publish = self._t_on_publish
