@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -430,10 +430,6 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
             c.fail(f"devices[{index}].address", f"duplicate address {device.address}")
         seen_names.setdefault(device.name, index)
         seen_addresses.setdefault(device.address, index)
-    for index, device in enumerate(devices):
-        reason = adapter_conflict(device, devices)
-        if reason is not None:
-            c.fail(f"devices[{index}].keep_connected", reason)
     if c.problems:
         raise ConfigProblems(c.problems)
     return GatewayConfig(
@@ -446,23 +442,6 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
         timeout_s=timeout,
         scan_timeout_s=scan,
     )
-
-
-def adapter_conflict(device: DeviceConfig, devices: Iterable[DeviceConfig]) -> str | None:
-    """Why `device` cannot share its adapter, if it cannot.
-
-    A kept connection holds the adapter's lock (DESIGN.md, "Concurrency") for as long as it
-    lasts, so every other device on that adapter would only ever get `Busy`.
-    """
-    for other in devices:
-        if other.name == device.name or other.adapter != device.adapter:
-            continue
-        if device.keep_connected or other.keep_connected:
-            return (
-                f"shares adapter {device.adapter or '(default)'} with {other.name!r}, but a "
-                "kept connection (keep_connected) holds its adapter while it lasts"
-            )
-    return None
 
 
 def load_config(path: str | Path) -> GatewayConfig:

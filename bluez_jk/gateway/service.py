@@ -20,7 +20,6 @@ from bluez_jk.gateway import discovery
 from bluez_jk.gateway.config import (
     DeviceConfig,
     GatewayConfig,
-    adapter_conflict,
     parse_remote_config,
 )
 from bluez_jk.gateway.metrics import to_metrics
@@ -223,10 +222,6 @@ class Gateway:
             return {"ok": False, "error": err.message, "applied": {}}
         merged = {**self.store.overrides.get(name, {}), **overrides}
         new_config = self.file_devices[name].with_overrides(merged)
-        others = [s.config for n, s in self.scheduler.devices.items() if n != name]
-        conflict = adapter_conflict(new_config, others)
-        if conflict is not None:
-            return {"ok": False, "error": f"adapter: {conflict}", "applied": {}}
         try:
             self.store.set_overrides(name, merged)
         except OSError as err:
