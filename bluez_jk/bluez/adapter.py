@@ -74,28 +74,12 @@ async def discovery(
     InProgress "Operation already in progress" on StartDiscovery means our own start/stop is
     still pending or the kernel refused the scan (bluez_dbus.md 2.3): retry with backoff."""
     try:
-        await bus.call(
-            adapter_obj,
-            ADAPTER,
-            "SetDiscoveryFilter",
-            "a{sv}",
-            [discovery_filter(pattern)],
-            stage="discover",
-            timeout_s=timeout_s,
-        )
+        await _set_filter(bus, adapter_obj, discovery_filter(pattern), timeout_s)
     except BusError as err:
         if pattern is None or err.dbus_error != "org.bluez.Error.InvalidArguments":
             raise
         # BlueZ < 5.54 has no Pattern key.
-        await bus.call(
-            adapter_obj,
-            ADAPTER,
-            "SetDiscoveryFilter",
-            "a{sv}",
-            [discovery_filter(None)],
-            stage="discover",
-            timeout_s=timeout_s,
-        )
+        await _set_filter(bus, adapter_obj, discovery_filter(None), timeout_s)
     started = False
     try:
         delay_s = 0.25
@@ -125,17 +109,24 @@ async def _end_discovery(bus: BluezBus, adapter_obj: str, started: bool) -> None
         await _stop_discovery(bus, adapter_obj)
     if bus.connected:
         try:
-            await bus.call(
-                adapter_obj,
-                ADAPTER,
-                "SetDiscoveryFilter",
-                "a{sv}",
-                [{}],
-                stage="discover",
-                timeout_s=3.0,
-            )
+            await _set_filter(bus, adapter_obj, {}, 3.0)
         except JkError as err:
             log.info("clearing the discovery filter failed: %s", err)
+
+
+async def _set_filter(
+    bus: BluezBus, adapter_obj: str, filter_: dict[str, Variant], timeout_s: float
+) -> None:
+    """SetDiscoveryFilter for this bus connection; `{}` clears it."""
+    await bus.call(
+        adapter_obj,
+        ADAPTER,
+        "SetDiscoveryFilter",
+        "a{sv}",
+        [filter_],
+        stage="discover",
+        timeout_s=timeout_s,
+    )
 
 
 async def _stop_discovery(bus: BluezBus, adapter_obj: str, attempts: int = 3) -> None:

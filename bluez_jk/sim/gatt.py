@@ -289,14 +289,7 @@ class Characteristic:
         if call.sender in self.sessions:
             return None
         self.sessions.add(call.sender)
-        self.host.events.record(
-            "notify_start",
-            self.host.address,
-            self.host.adapter_name,
-            path=self.path,
-            sender=call.sender,
-            mode="start",
-        )
+        self._log_notify("notify_start", call.sender, "start")
         if self.host.link_up:
             self.arm()
             self.host.on_subscribed()
@@ -322,15 +315,7 @@ class Characteristic:
         if sender not in self.sessions:
             return
         self.sessions.discard(sender)
-        self.host.events.record(
-            "notify_stop",
-            self.host.address,
-            self.host.adapter_name,
-            path=self.path,
-            sender=sender,
-            mode="start",
-            reason=reason,
-        )
+        self._log_notify("notify_stop", sender, "start", reason)
         if not self.sessions and self.notifying:
             self.notifying = False
             self._changed("Notifying")
@@ -349,14 +334,7 @@ class Characteristic:
         holder.on_data = self.host.on_write
         self.acquired = holder
         self._changed("NotifyAcquired")
-        self.host.events.record(
-            "notify_start",
-            self.host.address,
-            self.host.adapter_name,
-            path=self.path,
-            sender=call.sender,
-            mode="acquire",
-        )
+        self._log_notify("notify_start", call.sender, "acquire")
         self.host.on_subscribed()
         # Our copy of the client's end is closed only once the reply has left (6.5).
         return Reply("hq", [0, self.host.mtu], [theirs.fileno()], on_sent=theirs.close)
@@ -387,14 +365,19 @@ class Characteristic:
     def _acquired_closed(self, sender: str, reason: str) -> None:
         self.acquired = None
         self._changed("NotifyAcquired")
+        self._log_notify("notify_stop", sender, "acquire", reason)
+
+    def _log_notify(self, event: str, sender: str, mode: str, reason: str | None = None) -> None:
+        """A notify session began or ended: the log tests use to prove cleanup."""
+        extra = {} if reason is None else {"reason": reason}
         self.host.events.record(
-            "notify_stop",
+            event,
             self.host.address,
             self.host.adapter_name,
             path=self.path,
             sender=sender,
-            mode="acquire",
-            reason=reason,
+            mode=mode,
+            **extra,
         )
 
     def release_acquired(self, reason: str) -> None:
@@ -404,15 +387,7 @@ class Characteristic:
             self.foreign.close()
             self.foreign = None
             self._changed("NotifyAcquired")
-            self.host.events.record(
-                "notify_stop",
-                self.host.address,
-                self.host.adapter_name,
-                path=self.path,
-                sender="foreign",
-                mode="acquire",
-                reason=reason,
-            )
+            self._log_notify("notify_stop", "foreign", "acquire", reason)
 
     def hold_foreign(self) -> None:
         """The notify-acquired fault: another program holds the notify socket."""
@@ -421,14 +396,7 @@ class Characteristic:
             ours.close()
             self.foreign = theirs
             self._changed("NotifyAcquired")
-            self.host.events.record(
-                "notify_start",
-                self.host.address,
-                self.host.adapter_name,
-                path=self.path,
-                sender="foreign",
-                mode="acquire",
-            )
+            self._log_notify("notify_start", "foreign", "acquire")
 
     # ---- data path --------------------------------------------------------------------------
 
