@@ -68,6 +68,17 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What each open fd points at (socket:[inode], a file...), for a failed check's message."""
+    out = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            out.append(f"{fd}->{os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            continue
+    return out
+
+
 def proc_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -115,8 +126,26 @@ def match_rules(sim: SimHandle, pid: int) -> int:
     return asyncio.run(_match_rules(sim.bus_address, pid))
 
 
-def quiet_minimum(sample: Any, seconds: float = 2.0) -> int:
-    """The smallest value over a short window: reads come and go, a leak stays."""
+async def _rule_texts(bus_address: str) -> dict[str, list[str]]:
+    """Every connection's match rules, for the message of a failed flatness check."""
+    bus = await MessageBus(bus_address=bus_address).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus.Debug.Stats",
+                member="GetAllMatchRules",
+            )
+        )
+        return dict(reply.body[0]) if reply.message_type is MessageType.METHOD_RETURN else {}
+    finally:
+        bus.disconnect()
+
+
+def quiet_minimum(sample: Any, seconds: float = 1.5) -> int:
+    """The smallest value over a short window: a read session's fds and match rules come and
+    go with it (between reads the reader holds no match rule at all), a leak stays."""
     values = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -135,11 +164,30 @@ class Soak:
     probes: list[MqttProbe] = field(default_factory=list)
     active: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (fault, until)
     switched: int = 0
+    history: list[str] = field(default_factory=list)
 
     def probe(self) -> MqttProbe:
-        probe = MqttProbe(self.broker, ["bms/jk/+/raw", "bms/jk/+/online"]).__enter__()
+        topics = ["bms/jk/+/raw", "bms/jk/+/online", "bms/jk/+/meta"]
+        probe = MqttProbe(self.broker, topics).__enter__()
         self.probes.append(probe)
         return probe
+
+    def pause_all(self, minutes: float) -> None:
+        """cmd/pause every device and wait until each says so in its meta; pausing cancels a
+        read in flight, so afterwards no session should hold anything."""
+        probe = self.probes[-1]
+        sent = time.monotonic()
+        for name in NAMES:
+            probe.publish(f"bms/jk/{name}/cmd/pause", json.dumps({"minutes": minutes}))
+        for name in NAMES:
+            probe.wait_for(
+                lambda m, n=name: (  # type: ignore[misc]
+                    m.topic == f"bms/jk/{n}/meta"
+                    and (m.json()["paused_until"] is not None) == (minutes > 0)
+                ),
+                timeout_s=10,
+                after=sent,
+            )
 
     def assert_alive(self) -> None:
         assert self.gateway.alive(), self.gateway.log()[-3000:]
@@ -157,6 +205,7 @@ class Soak:
             count = self.rng.choice([None, 1, 2])
             self.sim.set_fault(fault, count=count, address=_address(name))
             self.active[name] = (fault, now + self.rng.uniform(2.0, 6.0))
+            self.history.append(f"{now:.1f} {name} {fault}:{count}")
             self.switched += 1
 
     def restart_broker(self) -> None:
@@ -212,9 +261,12 @@ def test_soak(
         wait_online(first, NAMES, b"true", timeout_s=30)
         assert gateway.proc is not None
         pid = gateway.proc.pid
+        # Leaks are measured with every device paused: nothing may then be held at all.
+        soak.pause_all(30)
         fds0 = quiet_minimum(lambda: proc_fds(pid))
-        rules0 = match_rules(sim, pid)
+        rules0 = quiet_minimum(lambda: match_rules(sim, pid))
         rss0 = proc_rss_mib(pid)
+        soak.pause_all(0)
 
         start = time.monotonic()
         broker_at, sim_at = start + 0.35 * SOAK_S, start + 0.65 * SOAK_S
@@ -248,8 +300,9 @@ def test_soak(
 
         # One raw Reading per attempt: stop the gateway cleanly so nothing is in flight, then
         # compare with the counters of its last retained meta.
+        soak.pause_all(30)
         fds1 = quiet_minimum(lambda: proc_fds(pid))
-        rules1 = match_rules(sim, pid)
+        rules1 = quiet_minimum(lambda: match_rules(sim, pid))
         rss1 = proc_rss_mib(pid)
         assert gateway.terminate() == 0, gateway.log()[-3000:]
         snapshot = retained_snapshot(mosquitto, [f"bms/jk/{n}/meta" for n in NAMES])
@@ -264,8 +317,8 @@ def test_soak(
         for name, (attempts, readings) in counts.items():
             assert attempts == readings, (name, attempts, readings)
             assert attempts >= SOAK_S / 4, (name, attempts)
-        assert fds1 <= fds0, (fds0, fds1)
-        assert rules1 <= rules0, (rules0, rules1)
+        assert fds1 <= fds0, (fds0, fds1, fd_targets(pid), soak.history)
+        assert rules1 <= rules0, (rules0, rules1, asyncio.run(_rule_texts(sim.bus_address)))
         assert rss1 - rss0 < RSS_GROWTH_LIMIT_MIB, (rss0, rss1)
         assert soak.switched >= SOAK_S / 10
     finally:
