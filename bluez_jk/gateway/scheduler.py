@@ -188,7 +188,11 @@ class Scheduler:
         return self._gates.setdefault(adapter, AdapterGate())
 
     def _jitter(self, interval_s: float) -> float:
-        return self.rng.uniform(0.0, min(0.1 * interval_s, 1.0))
+        # Symmetric, so that the mean period is the configured interval (a 0..10 % jitter
+        # made a 2 s poll run every 2.1 s on average); the spread keeps devices that share an
+        # adapter from settling into lock-step.
+        spread = min(0.05 * interval_s, 0.5)
+        return self.rng.uniform(-spread, spread)
 
     async def run(self) -> None:
         """Run every device until cancelled; one device's failure never ends the others."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,10 +64,12 @@ async def test_each_device_on_its_own_interval_with_bounded_jitter() -> None:
     for name, interval in (("jk1", 10), ("jk2", 4)):
         starts = reader.starts(name)
         gaps = [b - a for a, b in itertools.pairwise(starts)]
-        assert len(starts) >= 100 / (interval * 1.1 + 0.1) - 1
-        # Jitter: at most 10 % of the interval (and 1 s); never sooner than the interval.
-        assert all(interval - 0.06 <= g <= interval + min(1.0, interval / 10) + 0.06 for g in gaps)
-    assert len(seen) == len(reader.calls) - sum(1 for c in reader.calls if c.end is None)
+        # Jitter: at most 5 % of the interval (and 0.5 s) either way, averaging out.
+        spread = min(0.5, interval / 20) + 0.06
+        assert all(interval - spread <= g <= interval + spread for g in gaps)
+        assert abs(statistics.mean(gaps) - interval) < spread / 2
+    # Every read that ran to its end was recorded (the one cut by the shutdown was not).
+    assert len(seen) == len(reader.calls) - len(reader.cancelled)
     assert reader.overlaps == 0
 
 
