@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         "--check-config", action="store_true", help="validate the config, print problems, exit"
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        type=str.upper,  # jk-ble-read takes lower case; accept both spellings everywhere
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
     return parser
 

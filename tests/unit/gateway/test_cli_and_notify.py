@@ -31,6 +31,13 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["devices"] == ["jk1"]
 
 
+@pytest.mark.parametrize("level", ["debug", "Warning", "ERROR"])
+def test_log_level_in_any_case(level: str, capsys: pytest.CaptureFixture[str]) -> None:
+    example = str(REPO / "config/jk_ble_gateway.example.json")
+    assert main(["--log-level", level, "--check-config", "--config", example]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
 def test_check_config_lists_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
