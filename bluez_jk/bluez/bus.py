@@ -16,7 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from bluez_jk.bluez.errors import BusLost, map_dbus_error
 from bluez_jk.bluez.paths import BLUEZ
-from bluez_jk.errors import BusError, Stage, Timeout
+from bluez_jk.errors import BusError, JkError, Stage, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,21 @@ class BluezBus:
             signature=signature,
             body=list(body),
         )
+        # The request is on its way whatever happens to the caller, so the reply is awaited
+        # through a shield: when the caller gives up (timeout, cancellation by a pause or a
+        # session deadline) a late reply is still taken in and its fds closed. Otherwise
+        # dbus-fast drops it with its fds open, and an AcquireNotify fd dropped that way keeps
+        # the notify session "acquired" in BlueZ until the link goes.
+        pending = asyncio.ensure_future(self._bus.call(message))
         try:
             async with asyncio.timeout(timeout_s):
-                reply = await self._bus.call(message)
+                reply = await asyncio.shield(pending)
         except TimeoutError as err:
+            pending.add_done_callback(_close_late_reply)
             raise Timeout(f"{member} got no reply within {timeout_s:.1f} s", stage=stage) from err
+        except asyncio.CancelledError:
+            pending.add_done_callback(_close_late_reply)
+            raise
         except Exception as err:  # the connection broke under the call
             raise BusLost(f"{member}: bus connection lost ({err!r})", stage=stage) from err
         if reply is None:
@@ -161,18 +171,46 @@ class BluezBus:
         self._bus.add_message_handler(handler)
         try:
             for rule in rules:
-                await self._bus_method("AddMatch", rule)
+                # Counted before the reply: an AddMatch whose caller was cancelled or timed out
+                # still reaches dbus-daemon, and a RemoveMatch sent after it on the same
+                # connection is handled after it, so it removes the rule either way.
                 added.append(rule)
+                try:
+                    await self._bus_method("AddMatch", rule)
+                except JkError as err:
+                    if err.dbus_error is not None:  # refused: there is no rule to remove
+                        added.remove(rule)
+                    raise
             yield
         finally:
             self._bus.remove_message_handler(handler)
-            for rule in added:
-                if not self._bus.connected:
-                    break
+            if added:
+                # Shielded: a second cancellation during the cleanup must not skip a rule.
+                removal = asyncio.ensure_future(self._remove_matches(added))
                 try:
-                    await self._bus_method("RemoveMatch", rule)
-                except (BusError, Timeout) as err:
-                    log.warning("RemoveMatch failed rule=%s error=%s", rule, err)
+                    await asyncio.shield(removal)
+                except asyncio.CancelledError:
+                    await asyncio.wait([removal])
+                    raise
+
+    async def _remove_matches(self, rules: Sequence[str]) -> None:
+        for rule in rules:
+            if not self._bus.connected:
+                return
+            try:
+                await self._bus_method("RemoveMatch", rule)
+            except (BusError, Timeout) as err:
+                log.warning("RemoveMatch failed rule=%s error=%s", rule, err)
+
+
+def _close_late_reply(pending: asyncio.Future[Message]) -> None:
+    """Done-callback for a call its caller gave up on: close the fds a late reply carries."""
+    if pending.cancelled() or pending.exception() is not None:
+        return  # the connection closed first; nothing arrived
+    reply = pending.result()
+    for fd in reply.unix_fds:
+        os.close(fd)
+    log.debug("closed %d fd(s) of a late %s reply", len(reply.unix_fds), reply.message_type.name)
 
 
 def signal_body(message: Message, interface: str, member: str) -> list[Any] | None:
