@@ -86,14 +86,17 @@ async def discovery(
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout_s
         while True:
+            # Counted as started until refused: a StartDiscovery abandoned on our side
+            # (timeout, cancellation) may still start a session of this connection.
+            started = True
             try:
                 await bus.call(
                     adapter_obj, ADAPTER, "StartDiscovery", stage="discover", timeout_s=timeout_s
                 )
-                started = True
                 break
-            except InProgress:
-                if loop.time() + delay_s > give_up_at:
+            except JkError as err:
+                started = err.dbus_error is None
+                if not isinstance(err, InProgress) or loop.time() + delay_s > give_up_at:
                     raise
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 1.0)

@@ -195,11 +195,20 @@ async def started_notify(
             on_chunk(bytes(changed[1]["Value"]))
 
     async with bus.signals([properties_changed_rule(path=path)], on_signal):
-        await bus.call(path, CHARACTERISTIC, "StartNotify", stage="subscribe", timeout_s=timeout_s)
+        # Stopped on every exit but a refusal: a StartNotify abandoned on our side (timeout,
+        # cancellation) may still start a session in bluetoothd.
+        started = True
         try:
+            try:
+                await bus.call(
+                    path, CHARACTERISTIC, "StartNotify", stage="subscribe", timeout_s=timeout_s
+                )
+            except JkError as err:
+                started = err.dbus_error is None
+                raise
             yield
         finally:
-            if bus.connected:
+            if started and bus.connected:
                 try:
                     await bus.call(
                         path, CHARACTERISTIC, "StopNotify", stage="cleanup", timeout_s=timeout_s

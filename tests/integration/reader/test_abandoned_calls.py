@@ -7,6 +7,7 @@ left that match rule on the gateway's bus connection for as long as the connecti
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 import pytest
 
@@ -14,9 +15,14 @@ from bluez_jk.bluez.bus import DBUS, DBUS_PATH, BluezBus, properties_changed_rul
 from bluez_jk.bluez.device import connect, disconnect, wait_services_resolved, watch_device
 from bluez_jk.bluez.gatt import CHARACTERISTIC, find_jk_chars
 from bluez_jk.bluez.paths import device_path
-from bluez_jk.reader import Reader
+from bluez_jk.reader import Reader, ReadRequest
 from tests.fixtures.bluez import SimHandle
-from tests.integration.reader.conftest import ADDRESS, match_rules, open_fds
+from tests.integration.reader.conftest import (
+    ADDRESS,
+    assert_device_released,
+    match_rules,
+    open_fds,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +91,71 @@ async def test_abandoned_acquire_notify_fd_is_closed(sim: SimHandle, reader: Rea
             await disconnect(bus, watch, 3.0)
     assert await match_rules(sim.bus_address, bus.unique_name) == 0
     assert sim.device_props(ADDRESS)["Connected"] is False
+
+
+@pytest.mark.parametrize(
+    ("member", "notify_mode", "fault"),
+    [
+        ("AddMatch", "auto", None),
+        ("Connect", "auto", None),
+        ("AcquireNotify", "auto", None),
+        ("StartNotify", "start", None),
+        ("StartDiscovery", "auto", "uncached"),
+    ],
+)
+async def test_read_cancelled_with_a_request_in_flight_leaves_nothing(
+    sim: SimHandle,
+    reader: Reader,
+    monkeypatch: pytest.MonkeyPatch,
+    member: str,
+    notify_mode: Literal["auto", "start"],
+    fault: str | None,
+) -> None:
+    """A pause (cmd/pause cancels the read) at the worst moment: the request has left and its
+    reply has not come back. Nothing it starts may outlive the read."""
+    if fault is not None:
+        sim.set_fault(fault, address=ADDRESS)
+    bus = await reader._get_bus()
+    fds_before = open_fds()
+    real_call = bus.call
+    read_task: asyncio.Task[Any] | None = None
+    fired = asyncio.Event()
+
+    async def call(path: str, interface: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        inner = asyncio.ensure_future(real_call(path, interface, name, *args, **kwargs))
+        if name == member and not fired.is_set():
+            fired.set()
+            await asyncio.sleep(0)  # the request leaves
+            assert read_task is not None
+            read_task.cancel()
+        return await inner
+
+    monkeypatch.setattr(bus, "call", call)
+    read_task = asyncio.create_task(
+        reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=10, notify_mode=notify_mode))
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await read_task
+    assert fired.is_set()
+    monkeypatch.undo()
+
+    async def released() -> bool:
+        props = sim.device_props(ADDRESS)
+        return not (
+            props["Connected"]
+            or props["Notifying"]
+            or props["NotifyAcquired"]
+            or props["notify_sessions"]
+        )
+
+    async with asyncio.timeout(5.0):
+        while not await released():
+            await asyncio.sleep(0.05)  # the simulator sees the late cleanup over its own bus
+    assert_device_released(sim)
+    await _round_trip(bus)
+    assert await match_rules(sim.bus_address, bus.unique_name) == 0
+    assert open_fds() <= fds_before
+    if member == "StartDiscovery":
+        await sim.await_log(lambda e: e["event"] == "discovery_stop", 5.0)
+    discovering = await bus.get_property(ADAPTER, "org.bluez.Adapter1", "Discovering", stage="bus")
+    assert discovering is False
