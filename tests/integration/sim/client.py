@@ -12,6 +12,7 @@ from dbus_fast import Message, MessageType, Variant, unpack_variants
 from dbus_fast.aio import MessageBus
 
 from bluez_jk.protocol import command
+from bluez_jk.protocol.stream import StreamDecoder
 
 ADDRESS = "C8:47:80:37:02:E8"
 DEV = "/org/bluez/hci0/dev_C8_47_80_37_02_E8"
@@ -115,6 +116,25 @@ class Client:
         await self.call(path, DEVICE1, "Connect")
         if not (await self.props(path, DEVICE1))["ServicesResolved"]:
             await self.wait_prop(path, "ServicesResolved", True, start=start)
+
+    async def read_frames(self, done: Callable[[StreamDecoder], bool]) -> StreamDecoder:
+        """The JK handshake over StartNotify: feed every Value chunk to a StreamDecoder until
+        `done(decoder)` holds."""
+        await self.call(CHAR, CHAR1, "StartNotify")
+        await self.write(0x97)
+        await self.write(0x96)
+        decoder = StreamDecoder()
+        fed = 0
+
+        def progressed(_m: object) -> bool:
+            nonlocal fed
+            for chunk in self.values()[fed:]:
+                decoder.feed(chunk)
+                fed += 1
+            return done(decoder)
+
+        await self.wait_signal(progressed)
+        return decoder
 
     def values(self, path: str = CHAR) -> list[bytes]:
         return [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from bluez_jk.protocol.stream import StreamDecoder
 from tests.fixtures.bluez import SimHandle
 from tests.integration.sim.client import ADDRESS, CHAR, CHAR1, DEV, DEVICE1, client
 
@@ -15,20 +14,7 @@ async def test_set_state_reaches_the_cell_info_frames(sim: SimHandle) -> None:
     sim.set_state(ADDRESS, current=-12.5, battery_soc=42, voltages=[3.2] * 16)
     async with client(sim.bus_address) as c:
         await c.connect_resolved()
-        await c.call(CHAR, CHAR1, "StartNotify")
-        await c.write(0x97)
-        await c.write(0x96)
-        decoder = StreamDecoder()
-        fed = 0
-
-        def cell_info(_m: object) -> bool:
-            nonlocal fed
-            for chunk in c.values()[fed:]:
-                decoder.feed(chunk)
-                fed += 1
-            return decoder.got["cell_info"]
-
-        await c.wait_signal(cell_info)
+        decoder = await c.read_frames(lambda d: d.got["cell_info"])
         cells = decoder.status["cell_info"]
         assert cells["current"] == -12.5
         assert cells["battery_soc"] == 42

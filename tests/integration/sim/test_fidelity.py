@@ -329,20 +329,7 @@ async def test_other_profiles_over_dbus(sim_factory: Factory, protocol: str) -> 
     sim = sim_factory(devices=[f"{ADDRESS},protocol={protocol},cells=8"])
     async with client(sim.bus_address) as c:
         await c.connect_resolved()
-        await c.call(CHAR, CHAR1, "StartNotify")
-        await c.write(0x97)
-        await c.write(0x96)
-        decoder = StreamDecoder()
-        fed = 0
-
-        def complete(_m: object) -> bool:
-            nonlocal fed
-            for chunk in c.values()[fed:]:
-                decoder.feed(chunk)
-                fed += 1
-            return all(decoder.got.values())
-
-        await c.wait_signal(complete)
+        decoder = await c.read_frames(lambda d: all(d.got.values()))
         assert decoder.protocol == protocol
         assert not decoder.errors
 
