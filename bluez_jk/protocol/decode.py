@@ -1,6 +1,6 @@
 """One 300-byte frame -> plain values in the "our name" keys and units of jk_protocol.md 5.
 
-`StreamDecoder` (stream.py, re-exported here) does the same for a notification stream.
+`StreamDecoder` (stream.py) does the same for a notification stream.
 """
 
 from __future__ import annotations
@@ -108,7 +108,4 @@ _DERIVE = {
 }
 
 
-# The stream decoder builds on decode_frame; importing it last keeps one import path for both.
-from bluez_jk.protocol.stream import StreamDecoder  # noqa: E402
-
-__all__ = ["Decoded", "StreamDecoder", "decode_frame", "frame_kind"]
+__all__ = ["Decoded", "decode_frame", "frame_kind"]
