@@ -22,7 +22,7 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from tests.fixtures.bluez import SimHandle
+from tests.fixtures.bluez import SimHandle, process_match_rules
 from tests.fixtures.mqtt import Broker, MqttProbe
 from tests.integration.gateway.conftest import GatewayFactory
 from tests.integration.gateway.support import (
@@ -86,44 +86,8 @@ def proc_rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-async def _match_rules(bus_address: str, pid: int) -> int:
-    """Match rules that dbus-daemon holds for every bus connection of process `pid`."""
-    bus = await MessageBus(bus_address=bus_address).connect()
-    try:
-
-        async def call(member: str, signature: str = "", body: list[Any] | None = None) -> Any:
-            reply = await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus"
-                    + (".Debug.Stats" if member == "GetConnectionStats" else ""),
-                    member=member,
-                    signature=signature,
-                    body=body or [],
-                )
-            )
-            assert reply.message_type is MessageType.METHOD_RETURN, reply.body
-            return reply.body[0]
-
-        total = 0
-        for name in await call("ListNames"):
-            if not name.startswith(":") or name == bus.unique_name:
-                continue
-            try:
-                owner = await call("GetConnectionUnixProcessID", "s", [name])
-            except AssertionError:
-                continue  # the connection left between the two calls
-            if owner == pid:
-                stats = await call("GetConnectionStats", "s", [name])
-                total += int(stats["MatchRules"].value)
-        return total
-    finally:
-        bus.disconnect()
-
-
 def match_rules(sim: SimHandle, pid: int) -> int:
-    return asyncio.run(_match_rules(sim.bus_address, pid))
+    return asyncio.run(process_match_rules(sim.bus_address, pid))
 
 
 async def _rule_texts(bus_address: str) -> dict[str, list[str]]:

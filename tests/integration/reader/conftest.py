@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
 
 from bluez_jk.reader import Reader, Timing
-from tests.fixtures.bluez import SimHandle
+from tests.fixtures.bluez import SimHandle, match_rules
 
 ADDRESS = "C8:47:80:37:02:E8"
 # Resend quickly: the fast simulator answers within milliseconds.
@@ -33,28 +31,6 @@ def open_fds() -> set[int]:
     # meanwhile is no leak of ours.
     gc.collect()
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
-
-
-async def match_rules(bus_address: str, unique_name: str) -> int:
-    """dbus-daemon's own count of the match rules a connection holds (bluez_dbus.md 7)."""
-    probe = await MessageBus(bus_address=bus_address).connect()
-    try:
-        reply = await probe.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus.Debug.Stats",
-                member="GetConnectionStats",
-                signature="s",
-                body=[unique_name],
-            )
-        )
-        assert reply is not None
-        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
-        return int(reply.body[0]["MatchRules"].value)
-    finally:
-        probe.disconnect()
-        await probe.wait_for_disconnect()
 
 
 def assert_device_released(sim: SimHandle, address: str = ADDRESS) -> None:
