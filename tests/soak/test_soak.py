@@ -187,17 +187,20 @@ class Soak:
         self.probe()
         self.proxy.open.set()
 
-    def readings(self, name: str) -> list[bytes]:
-        """Every raw payload of `name`, across probes, without the redelivery of a message that
-        was in flight when the broker died (same bytes at the end of one probe and the start
-        of the next)."""
-        out: list[bytes] = []
+    def readings(self, name: str) -> tuple[int, int]:
+        """How many raw payloads of `name` the probes got, and how many of them may be a QoS 1
+        redelivery: a message in flight when the broker died is sent again, byte for byte, after
+        the reconnect. Equal bytes alone prove nothing (two failed reads can print alike, e.g.
+        the same error after the same 0.10 s), so such a message only *may* be an extra."""
+        total = redeliverable = 0
+        previous: list[bytes] = []
         for probe in self.probes:
             got = [m.payload for m in probe.on_topic(f"bms/jk/{name}/raw")]
-            while got and out and got[0] in out[-3:]:
-                got.pop(0)
-            out.extend(got)
-        return out
+            if got and got[0] in previous[-3:]:
+                redeliverable += 1
+            total += len(got)
+            previous = got or previous
+        return total, redeliverable
 
 
 def _address(name: str) -> str:
@@ -278,13 +281,14 @@ def test_soak(
         counts = {}
         for name in NAMES:
             meta = json.loads(snapshot[f"bms/jk/{name}/meta"])
-            counts[name] = (meta["counters"]["attempts"], len(soak.readings(name)))
+            counts[name] = (meta["counters"]["attempts"], *soak.readings(name))
         print(
             f"soak: {soak.switched} faults switched; fds {fds0}->{fds1}, match rules "
-            f"{rules0}->{rules1}, RSS {rss0:.1f}->{rss1:.1f} MiB; attempts/readings {counts}"
+            f"{rules0}->{rules1}, RSS {rss0:.1f}->{rss1:.1f} MiB; attempts/readings/redeliverable {counts}"
         )
-        for name, (attempts, readings) in counts.items():
-            assert attempts == readings, (name, attempts, readings)
+        for name, (attempts, readings, redeliverable) in counts.items():
+            # Never a Reading lost; an extra only where a redelivery explains it.
+            assert attempts <= readings <= attempts + redeliverable, (name, counts[name])
             assert attempts >= SOAK_S / 4, (name, attempts)
         assert fds1 <= fds0, (fds0, fds1, fd_targets(pid), soak.history)
         assert rules1 <= rules0, (rules0, rules1, asyncio.run(_rule_texts(sim.bus_address)))
