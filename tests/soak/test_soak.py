@@ -284,7 +284,8 @@ def test_soak(
             counts[name] = (meta["counters"]["attempts"], *soak.readings(name))
         print(
             f"soak: {soak.switched} faults switched; fds {fds0}->{fds1}, match rules "
-            f"{rules0}->{rules1}, RSS {rss0:.1f}->{rss1:.1f} MiB; attempts/readings/redeliverable {counts}"
+            f"{rules0}->{rules1}, RSS {rss0:.1f}->{rss1:.1f} MiB; "
+            f"attempts/readings/redeliverable {counts}"
         )
         for name, (attempts, readings, redeliverable) in counts.items():
             # Never a Reading lost; an extra only where a redelivery explains it.
