@@ -34,7 +34,7 @@ TARGET_RATIO = 4.0
 
 # --- the reference decoder ---------------------------------------------------------------
 # (name, 24S offset, struct format, divisor or None for "as is", kind) - 32S offsets follow the
-# A/B rule of jk_protocol.md 5.2 (+16 for 54..111, +32 from 112).
+# A/B rule of docs/protocol.md 5.2 (+16 for 54..111, +32 from 112).
 Row = tuple[str, int, str, float | None, str]
 _CELL_JK02: list[Row] = [
     ("enabled_cells_bitmask", 54, "<I", None, "n"),

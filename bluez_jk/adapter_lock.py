@@ -1,5 +1,5 @@
 """One BLE operation per adapter at a time, across processes: an exclusive `flock` on a lock
-file per adapter (DESIGN.md, "Concurrency and cleanup")."""
+file per adapter (docs/design.md, "Concurrency and cleanup")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one error hierarchy of bluez-jk.
 
-Each subclass carries the `type` name that the Reading's `error` object uses (DESIGN.md,
-"Reading"). Errors cross layers as exceptions and leave the program through `to_info()`.
+Each subclass carries the `type` name that the Reading's `error` object uses (docs/design.md,
+"Error model"). Errors cross layers as exceptions and leave the program through `to_info()`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One read session against one JK-BMS: lock the adapter, find and connect the device, resolve
 GATT, subscribe, 0x97 then 0x96, collect device info, settings and cell info until complete or
-`timeout_s`, and always clean up (DESIGN.md, "Concurrency and cleanup").
+`timeout_s`, and always clean up (docs/design.md, "Concurrency and cleanup").
 
 BlueZ trouble is handled by `bluez.recovery.decide`; this module only carries its decisions out.
 """
@@ -75,10 +75,10 @@ class Timing:
     """Bounds of single steps; every one is also cut to the time left in the read."""
 
     call_s: float = 10.0
-    connect_s: float = 30.0  # the kernel's LE connect gives up after ~20 s (fact 3)
+    connect_s: float = 30.0  # the kernel's LE connect gives up after ~20 s (docs/bluez.md fact 3)
     services_s: float = 10.0
-    disconnect_s: float = 5.0  # bluetoothd waits 2 s before dropping the link (fact 5)
-    # A command whose answer is lost is sent again (jk_protocol.md 3.2: replies start within
+    disconnect_s: float = 5.0  # bluetoothd drops the link 2 s later (docs/bluez.md fact 5)
+    # A command whose answer is lost is sent again (docs/protocol.md 3.2: replies start within
     # 40-170 ms and a frame takes ~100 ms; the first try after connecting can go unanswered).
     resend_s: float = 1.0  # ... after this long without any notification
     resend_max_s: float = 4.0  # ... and at the latest after this long
@@ -415,10 +415,10 @@ class _Session:
         self.stage = "connect"
         if watch.connected:
             # Nobody else may use the adapter while we hold its lock: this link was left by
-            # a predecessor that died (fact 5). Reuse it and release it at the end.
+            # a predecessor that died (docs/bluez.md fact 5). Reuse it and release it at the end.
             log.warning("device already connected, taking over the link path=%s", dev_obj)
         # Registered before Connect: a Connect abandoned on our side stays pending in
-        # bluetoothd and only a Disconnect cancels it (fact 4).
+        # bluetoothd and only a Disconnect cancels it (docs/bluez.md fact 4).
         stack.push_async_callback(disconnect, bus, watch, timing.disconnect_s)
         if not watch.connected:
             try:
@@ -501,7 +501,7 @@ class _Session:
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
 
     async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
-        """0x97 first, then 0x96 (jk_protocol.md 3.1). A command is sent again when its answer
+        """0x97 first, then 0x96 (docs/protocol.md 3.1). A command is sent again when its answer
         is evidently lost: the link went quiet for `resend_s`, or three frames (or corrupt
         ones) came without completing the set, or `resend_max_s` passed. A slow but steady
         stream therefore never triggers duplicate requests."""

@@ -1,7 +1,7 @@
 """The Reading: what one read attempt produced.
 
-It is the `raw` MQTT payload and the output of `jk-ble-read` (DESIGN.md, "Reading"). Every layer
-above `protocol` speaks in these types; the JSON form is exactly `dict(reading)`.
+It is the `raw` MQTT payload and the output of `jk-ble-read` (docs/design.md, "Reading"). Every
+layer above `protocol` speaks in these types; the JSON form is exactly `dict(reading)`.
 """
 
 from __future__ import annotations

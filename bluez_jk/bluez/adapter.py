@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 ADAPTER = "org.bluez.Adapter1"
 DEVICE = "org.bluez.Device1"
 JK_SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
-# 0x0B65 is the common JK company id, 0x4B4A ("JK") seen on a BD4A8S (jk_protocol.md 1.1).
+# 0x0B65 is the common JK company id, 0x4B4A ("JK") seen on a BD4A8S (docs/protocol.md 1.1).
 JK_MANUFACTURER_IDS = frozenset({0x0B65, 0x4B4A})
 
 
@@ -72,7 +72,7 @@ async def discovery(
     """A discovery session of this bus connection, stopped and its filter cleared on exit.
 
     InProgress "Operation already in progress" on StartDiscovery means our own start/stop is
-    still pending or the kernel refused the scan (bluez_dbus.md 2.3): retry with backoff."""
+    still pending or the kernel refused the scan (docs/bluez.md 2.3): retry with backoff."""
     try:
         await _set_filter(bus, adapter_obj, discovery_filter(pattern), timeout_s)
     except BusError as err:

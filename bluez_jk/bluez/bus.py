@@ -40,7 +40,7 @@ def properties_changed_rule(*, path: str | None = None, namespace: str | None = 
 
 def interfaces_rule(member: str, under: str) -> str:
     # No path='/' filter: BlueZ emits from '/', a dbus-fast service from the object path
-    # (bluez_dbus.md 7, "signals").
+    # (docs/bluez.md 7, "signals").
     return (
         f"type='signal',sender='{BLUEZ}',interface='{OBJECT_MANAGER}',member='{member}',"
         f"arg0path='{under.rstrip('/')}/'"
@@ -56,7 +56,7 @@ class BluezBus:
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
         # BusType.SYSTEM honours DBUS_SYSTEM_BUS_ADDRESS; fds must be negotiated or the
-        # AcquireNotify reply is never delivered (bluez_dbus.md 0.14).
+        # AcquireNotify reply is never delivered (docs/bluez.md fact 14).
         address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "the system bus"
         bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
         try:
@@ -104,7 +104,7 @@ class BluezBus:
         """One method call; an error reply becomes a typed JkError, never a raw DBusError.
 
         dbus-fast's call() has no timeout and cancelling it cancels nothing in bluetoothd
-        (bluez_dbus.md 0.4), so callers choose a bound fitting the method."""
+        (docs/bluez.md fact 4), so callers choose a bound fitting the method."""
         if not self._bus.connected:
             raise BusLost("the bus connection is closed", stage=stage)
         message = Message(

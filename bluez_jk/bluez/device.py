@@ -112,8 +112,8 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
 
 
 async def connect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
-    """Device1.Connect. LE Connect replies once ATT is up, before GATT (fact 2); the caller waits
-    for ServicesResolved separately."""
+    """Device1.Connect. LE Connect replies once ATT is up, before GATT (docs/bluez.md fact 2);
+    the caller waits for ServicesResolved separately."""
     if not watch.exists:
         raise ObjectVanished("device object is gone", stage="connect")
     await bus.call(watch.path, DEVICE, "Connect", stage="connect", timeout_s=timeout_s)
@@ -151,7 +151,7 @@ async def disconnect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> Non
 
 
 async def remove_device(bus: BluezBus, adapter_obj: str, path: str, timeout_s: float) -> None:
-    """Adapter1.RemoveDevice: the only cure for a stale GATT cache (fact 7)."""
+    """Adapter1.RemoveDevice: the only cure for a stale GATT cache (docs/bluez.md fact 7)."""
     try:
         await bus.call(
             adapter_obj, ADAPTER, "RemoveDevice", "o", [path], stage="resolve", timeout_s=timeout_s

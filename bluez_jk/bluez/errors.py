@@ -1,6 +1,6 @@
 """BlueZ and D-Bus error replies -> the project's typed errors, in exactly one table.
 
-BlueZ reuses error names with different meanings (bluez_dbus.md 0.1, 3.2, 4.5), so a rule may
+BlueZ reuses error names with different meanings (docs/bluez.md fact 1, 3.2, 4.5), so a rule may
 narrow a name by the method that answered and by words of the message. Message texts changed
 in 5.62 (`le-connection-abort-by-local` was `Software caused connection abort`); both spellings
 are listed. The subclasses below keep the payload `type` of their parent, they only let the
@@ -33,7 +33,8 @@ class BusLost(BusError):
 
 
 class ConnectAborted(ConnectFailed):
-    """A transient LE connect failure: BlueZ reports every link failure the same way (fact 3)."""
+    """A transient LE connect failure: BlueZ reports every link failure the same way
+    (docs/bluez.md fact 3)."""
 
 
 class ObjectVanished(DeviceNotFound):
@@ -50,7 +51,8 @@ class AcquireRefused(BusError):
 
 
 class StaleCache(ServicesNotResolved):
-    """Services resolved but FFE0/FFE1 are missing: BlueZ's GATT cache is stale (fact 7)."""
+    """Services resolved but FFE0/FFE1 are missing: BlueZ's GATT cache is stale
+    (docs/bluez.md fact 7)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ RULES: tuple[Rule, ...] = (
     Rule(_E + "AuthenticationCanceled", AuthenticationRequired),
     Rule(_E + "AuthenticationRejected", AuthenticationRequired),
     Rule(_E + "AuthenticationTimeout", AuthenticationRequired),
-    # JK fw >= 19.30 without pairing (jk_protocol.md 1.6).
+    # JK fw >= 19.30 without pairing (docs/protocol.md 1.6).
     Rule(_E + "Failed", AuthenticationRequired, words=("failed to register notify session",)),
     Rule(_E + "InProgress", AcquireRefused, member="AcquireNotify"),
     Rule(_E + "NotSupported", AcquireRefused, member="AcquireNotify"),

@@ -71,7 +71,7 @@ def _chars(objects: ManagedObjects, service: str, uuid: str) -> list[tuple[str, 
 
 def find_jk_chars(objects: ManagedObjects, device_obj: str) -> JkChars:
     """Inside FFE0, the FFE1 with `notify` is the source and the FFE1 with a write flag the sink;
-    on the split-layout module they are two objects with the same UUID (jk_protocol.md 1.2)."""
+    on the split-layout module they are two objects with the same UUID (docs/protocol.md 1.2)."""
     notify: tuple[str, tuple[str, ...]] | None = None
     write: str | None = None
     for service in _services(objects, device_obj, JK_SERVICE):
@@ -109,7 +109,7 @@ async def read_model_number(bus: BluezBus, path: str, timeout_s: float) -> str |
 
 
 async def write_command(bus: BluezBus, path: str, data: bytes, timeout_s: float) -> None:
-    # JK modules take commands as ATT Write Command (jk_protocol.md 1.4).
+    # JK modules take commands as ATT Write Command (docs/protocol.md 1.4).
     await bus.call(
         path,
         CHARACTERISTIC,
@@ -132,7 +132,7 @@ async def acquired_notify(
     bus: BluezBus, path: str, on_chunk: ChunkHandler, on_end: EndHandler, timeout_s: float
 ) -> AsyncIterator[int]:
     """AcquireNotify: one SOCK_SEQPACKET datagram per notification. Yields the MTU; the fd is
-    closed on exit, which is how BlueZ learns that the session ended (bluez_dbus.md 4.5)."""
+    closed on exit, which is how BlueZ learns that the session ended (docs/bluez.md 4.5)."""
     reply = await bus.call(
         path, CHARACTERISTIC, "AcquireNotify", "a{sv}", [{}], stage="subscribe", timeout_s=timeout_s
     )
@@ -148,7 +148,7 @@ async def acquired_notify(
         nonlocal ended
         while not ended:
             try:
-                # >= 512 bytes: a shorter buffer truncates a datagram (bluez_dbus.md 4.5).
+                # >= 512 bytes: a shorter buffer truncates a datagram (docs/bluez.md 4.5).
                 chunk = os.read(fd, 1024)
             except BlockingIOError:
                 return
@@ -167,7 +167,7 @@ async def acquired_notify(
             return
 
     try:
-        # Received fds are not close-on-exec (bluez_dbus.md 4.5); a forked child would keep
+        # Received fds are not close-on-exec (docs/bluez.md 4.5); a forked child would keep
         # "Notify acquired" alive.
         os.set_inheritable(fd, False)
         os.set_blocking(fd, False)
@@ -185,7 +185,7 @@ async def started_notify(
 ) -> AsyncIterator[None]:
     """StartNotify: notifications arrive as PropertiesChanged(Value), one signal per chunk.
     The session belongs to our bus connection and outlives disconnects, so it is always
-    stopped explicitly (fact 8)."""
+    stopped explicitly (docs/bluez.md fact 8)."""
 
     def on_signal(message: Message) -> None:
         if message.path != path:

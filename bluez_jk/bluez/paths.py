@@ -1,5 +1,4 @@
-"""Addresses and BlueZ object paths, derived in one place (conventions: "D-Bus paths derived in
-one helper")."""
+"""Addresses and BlueZ object paths, derived in one place (docs/design.md, "House rules")."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ def adapter_name(path: str) -> str:
 
 
 def device_path(adapter_obj_path: str, mac: str) -> str:
-    # BlueZ names device objects after the address, upper case, `:` -> `_` (bluez_dbus.md 1.1).
+    # BlueZ names device objects after the address, upper case, `:` -> `_` (docs/bluez.md 1.1).
     return f"{adapter_obj_path}/dev_{mac.replace(':', '_')}"
 
 

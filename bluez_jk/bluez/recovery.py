@@ -1,5 +1,6 @@
-"""The BlueZ recovery policy of DESIGN.md, in one place: given the error an attempt ended with
-and what has been tried so far in this read, what to do next. Pure; the reader executes it."""
+"""The BlueZ recovery policy (docs/design.md, "Recovery policy") in one place: given the error
+an attempt ended with and what has been tried so far in this read, what to do next. Pure; the
+reader executes it."""
 
 from __future__ import annotations
 

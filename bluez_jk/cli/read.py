@@ -1,5 +1,6 @@
 """`jk-ble-read`: one read, exactly one JSON object (the `raw` payload) on stdout, also on
-error. Exit 0 read ok, 1 read failed, 2 usage or config error (DESIGN.md, command-line tools)."""
+error. Exit 0 read ok, 1 read failed, 2 usage or config error. Reference: docs/design.md
+("Command-line tools"), docs/mqtt.md (the payload), docs/config.md (--config)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`jk-ble-sim`: the BlueZ simulator with emulated JK-BMS devices (DESIGN.md)."""
+"""`jk-ble-sim`: the BlueZ simulator with emulated JK-BMS devices (docs/simulator.md)."""
 
 from __future__ import annotations
 

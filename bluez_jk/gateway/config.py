@@ -1,4 +1,4 @@
-"""The gateway configuration (DESIGN.md, "Gateway configuration"): strict validation.
+"""The gateway configuration (docs/config.md): strict validation.
 
 Every problem names its key path (`devices[1].adapter`) and the reason. The same field checks
 validate the file at start-up and the `cmd/config` payloads that arrive over MQTT, so a value
@@ -334,7 +334,7 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
     adapter = c.text(src, "adapter", path, None, check=check_adapter)
     protocol = c.text(src, "protocol", path, None, check=_check_choice(get_args(ProtocolName)))
     notify_mode = c.text(src, "notify_mode", path, None, check=_check_choice(get_args(NotifyMode)))
-    # A per-device null means "use the global value", as in the DESIGN.md example.
+    # A per-device null means "use the global value" (docs/config.md, "devices[]").
     numbers = {
         key: c.number(src, key, path, getattr(defaults, key))
         for key in ("poll_interval_s", "timeout_s", "scan_timeout_s")

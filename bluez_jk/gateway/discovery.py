@@ -26,11 +26,11 @@ Component = Literal["sensor", "binary_sensor"]
 Source = Literal["metrics", "raw"]
 
 MANUFACTURER = "Jikong (JK-BMS)"
-# The gateway publishes `true` / `false` on both availability topics (DESIGN.md).
+# The gateway publishes `true` / `false` on both availability topics (docs/mqtt.md).
 PAYLOAD_AVAILABLE = "true"
 PAYLOAD_NOT_AVAILABLE = "false"
 
-# Error bitmask bit -> (object id suffix, label), jk_protocol.md 7 (little-endian order, the
+# Error bitmask bit -> (object id suffix, label), docs/protocol.md 7 (little-endian order, the
 # official register map). 24S frames carry bits 0..15, 32S frames bits 0..28.
 WARNING_BITS: tuple[tuple[str, str], ...] = (
     ("wire_resistance", "Wire resistance"),

@@ -1,4 +1,4 @@
-"""The flat `B/jk/N/metrics` payload: numbers only, stable keys (DESIGN.md, "MQTT contract").
+"""The flat `B/jk/N/metrics` payload: numbers only, stable keys (docs/mqtt.md, "metrics").
 
 Consumers such as Telegraf's `json` parser keep only numeric values and turn every key into a
 field, so the keys here are a public schema: Grafana panels, Home Assistant value templates and
@@ -20,7 +20,7 @@ from bluez_jk.reading import Reading
 Number = int | float
 
 # (metrics key, status.cell_info key, decimals). Decimals strip float noise from scaling
-# (53.059000000000004) at the resolution the BMS actually reports (jk_protocol.md 5.2).
+# (53.059000000000004) at the resolution the BMS actually reports (docs/protocol.md 5.2).
 _CELL_INFO_FIELDS: tuple[tuple[str, str, int | None], ...] = (
     ("soc", "battery_soc", None),
     ("soh", "state_of_health", None),
@@ -79,7 +79,7 @@ def cell_count(reading: Reading) -> int:
 
     The 32S cell-info frame always carries 32 slots; the settings frame's `cell_count` is
     authoritative, then the enabled-cells mask, then the last non-zero voltage
-    (jk_protocol.md 5.2 "Derived quantities").
+    (docs/protocol.md 5.2 "Derived quantities").
     """
     status = reading["status"]
     voltages = status["cell_info"].get("voltages") or []
@@ -145,7 +145,7 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
         out["current"] = current
     power = _number(info.get("power"), 3)
     if power is None and total_voltage is not None and current is not None:
-        # The frame's power field is an unsigned magnitude (jk_protocol.md 5.2): derive the sign.
+        # The frame's power field is an unsigned magnitude (docs/protocol.md 5.2): derive the sign.
         power = _number(total_voltage * current, 3)
     if power is not None:
         out["power"] = power
@@ -156,7 +156,7 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
     _copy(out, status["settings"], _SETTINGS_FIELDS)
     _copy(out, status["device_info"], _DEVICE_INFO_FIELDS)
     if "balancing_action" in out:
-        # The frame's own "balancing active" byte is meaningless (jk_protocol.md 8).
+        # The frame's own "balancing active" byte is meaningless (docs/protocol.md 8).
         out["balancing"] = int(out["balancing_action"] != 0)
 
     if voltages:

@@ -1,7 +1,7 @@
 """MQTT links: paho-mqtt (v2 callback API) clients bridged into asyncio.
 
 Why one MQTT connection per device (plus one for the gateway): a connection has exactly one
-last will, but DESIGN.md wants every retained `B/jk/N/online` to read `false` within
+last will, but docs/mqtt.md promises that every retained `B/jk/N/online` reads `false` within
 1.5 x keepalive after a `kill -9`. Giving each device its own connection, whose will is that
 device's `online=false`, lets the broker flip every topic by itself. The gateway's own
 connection carries the will on `B/gateway/online`. A JK installation has a handful of BMS, so

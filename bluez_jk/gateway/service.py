@@ -1,6 +1,6 @@
 """The gateway process: scheduler + MQTT links + commands + state + systemd notification.
 
-Topics and payloads are DESIGN.md's "MQTT contract". Every device has its own MQTT link (see
+Topics and payloads are those of docs/mqtt.md. Every device has its own MQTT link (see
 mqtt.py for why); the gateway link carries `B/gateway/online` and Home Assistant discovery.
 """
 
@@ -271,7 +271,7 @@ class Gateway:
         self.gateway_link.set_retained(f"{self.base}/gateway/online", b"true")
         self._start_discovery()
         for state in self.scheduler.devices.values():
-            # Not online until a read succeeds (DESIGN.md: online = last read succeeded).
+            # Not online until a read succeeds (docs/mqtt.md: online = last read succeeded).
             self.links[state.name].set_retained(self.topic(state.name, "online"), b"false")
             self.publish_meta(state)
         for link in [self.gateway_link, *self.links.values()]:

@@ -1,4 +1,4 @@
-"""The error/alarm bitmask as named booleans (jk_protocol.md 7), the status `warnings` dict."""
+"""The error/alarm bitmask as named booleans (docs/protocol.md 7), the status `warnings` dict."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Final
 
 from bluez_jk.protocol.variants import ProtocolName
 
-# Bit i -> key. Where dbus-serialbattery has a `warnings` key we keep it (jk_protocol.md 8);
+# Bit i -> key. Where dbus-serialbattery has a `warnings` key we keep it (docs/protocol.md 8);
 # the other bits get names after the official register map.
 WARNING_BITS: Final[tuple[str, ...]] = (
     "resistance_too_high",  # 0 wire resistance (DSB)

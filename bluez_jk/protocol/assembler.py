@@ -1,4 +1,4 @@
-"""Notification chunks in, complete checksum-valid 300-byte frames out (jk_protocol.md 4.3).
+"""Notification chunks in, complete checksum-valid 300-byte frames out (docs/protocol.md 4.3).
 
 Chunk borders mean nothing: a header may straddle two notifications, one notification may
 hold the end of a frame and the start of the next, and 14.x+ firmware interleaves `AT\\r\\n`
@@ -84,7 +84,7 @@ def _partial_at_end(buffer: bytearray) -> int:
     """How many trailing bytes could start a header or an ack split across notifications.
 
     Keeping a partial ack (at most 19 bytes) only lets it be counted as one; the JK04 module
-    splits even the 20-byte ack (jk_protocol.md 1.4).
+    splits even the 20-byte ack (docs/protocol.md 1.4).
     """
     tail = len(buffer)
     header = next((n for n in range(len(HEADER) - 1, 0, -1) if buffer.endswith(HEADER[:n])), 0)

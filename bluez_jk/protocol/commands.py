@@ -1,4 +1,4 @@
-"""Host -> BMS command frames (jk_protocol.md 2): 20 bytes, one ATT write each."""
+"""Host -> BMS command frames (docs/protocol.md 2): 20 bytes, one ATT write each."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class Register:
 
 
 _U32, _S32 = Int32ul, Int32sl
-# jk_protocol.md 2.3: (name, 24S register, 32S register, encoding, div). Names are the
+# docs/protocol.md 2.3: (name, 24S register, 32S register, encoding, div). Names are the
 # settings keys the value reads back under (5.4) where it has one. None = not on that layout.
 _JK02: Final[tuple[tuple[str, int | None, int | None, Construct, int], ...]] = (
     ("smart_sleep_voltage", 0x01, 0x01, _U32, 1000),
@@ -161,7 +161,7 @@ _JK02: Final[tuple[tuple[str, int | None, int | None, Construct, int], ...]] = (
     ("uart3_protocol", None, 0xB6, Int16ul, 1),
     ("re_bulk_soc", None, 0xB7, Int8ul, 1),
 )
-# jk_protocol.md 2.5: JK04 writes float32 volts and amperes.
+# docs/protocol.md 2.5: JK04 writes float32 volts and amperes.
 _JK04: Final[tuple[tuple[str, int, Construct], ...]] = (
     ("cell_count", 0x1C, Int16ul),
     ("power_off_voltage", 0x20, Float32l),

@@ -1,4 +1,4 @@
-"""One 300-byte frame -> plain values in the "our name" keys and units of jk_protocol.md 5.
+"""One 300-byte frame -> plain values in the "our name" keys and units of docs/protocol.md 5.
 
 `StreamDecoder` (stream.py) does the same for a notification stream.
 """

@@ -1,4 +1,4 @@
-"""Choosing the layout from evidence (jk_protocol.md 6).
+"""Choosing the layout from evidence (docs/protocol.md 6).
 
 Order of evidence: an explicit setting, then the device-info `sw_rev` (major < 11 -> JK02_24S,
 else JK02_32S; it cannot tell JK04 apart), then the content of a frame. The 24S/32S choice is

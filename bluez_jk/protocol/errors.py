@@ -1,8 +1,8 @@
 """The protocol layer's own error: bytes that are not what the protocol says.
 
-`protocol` imports nothing of the project (DESIGN.md), so the reader maps `FrameError` to
-`bluez_jk.errors.ProtocolError` where the two layers meet. Streams never raise it: the
-assembler and the stream decoder keep `ProtocolErrorRecord`s instead.
+`protocol` imports nothing of the project (docs/design.md, "Import rules"), so the reader maps
+`FrameError` to `bluez_jk.errors.ProtocolError` where the two layers meet. Streams never raise
+it: the assembler and the stream decoder keep `ProtocolErrorRecord`s instead.
 """
 
 from __future__ import annotations

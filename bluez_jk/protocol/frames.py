@@ -2,10 +2,10 @@
 
 The reader parses with these structs and the simulator builds with them (encode.py); no other
 module knows an offset. Offsets in the comments are absolute (from the 0x55 header byte) and
-follow jk_protocol.md 4 and 5; a field's width and signedness live here, its unit in scale.py.
+follow docs/protocol.md 4 and 5; a field's width and signedness live here, its unit in scale.py.
 
 JK02_32S is JK02_24S with both per-cell arrays widened from 24 to 32 entries. Building the
-struct from the cell count gives the whole A/B shift of jk_protocol.md 5.2 for free; the few
+struct from the cell count gives the whole A/B shift of docs/protocol.md 5.2 for free; the few
 fields that exist on one layout only hang off `wide` below.
 """
 
@@ -48,7 +48,7 @@ KIND_CODES: Final[dict[Kind, int]] = {kind: code for code, kind in TYPE_CODES.it
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
-    """Sum of the bytes mod 256 (jk_protocol.md appendix A), for frames and commands alike."""
+    """Sum of the bytes mod 256 (docs/protocol.md appendix A), for frames and commands alike."""
     return sum(data) & 0xFF
 
 
@@ -68,7 +68,7 @@ def _frame(*payload: Any) -> Struct:
     )
 
 
-# jk_protocol.md 5.1: the same offsets on every layout; offsets >= 134 are zero on JK02_24S and
+# docs/protocol.md 5.1: the same offsets on every layout; offsets >= 134 are zero on JK02_24S and
 # JK04 units. The two passcodes are padding on purpose: they must never be published (1.6).
 DEVICE_INFO = _frame(
     "vendor_id" / Bytes(16),  # 6
@@ -108,7 +108,7 @@ DEVICE_INFO = _frame(
 
 
 def _jk02_cell_info(cells: int) -> Struct:
-    """jk_protocol.md 5.2; offsets as "24S / 32S"."""
+    """docs/protocol.md 5.2; offsets as "24S / 32S"."""
     wide = cells == 32
     return _frame(
         "voltages" / PackedArray(cells, "H"),  # 6
@@ -178,7 +178,7 @@ def _jk02_cell_info(cells: int) -> Struct:
     )
 
 
-# jk_protocol.md 5.3: float32 throughout, no pack voltage, current, SOC or temperatures.
+# docs/protocol.md 5.3: float32 throughout, no pack voltage, current, SOC or temperatures.
 JK04_CELL_INFO = _frame(
     "voltages" / PackedArray(24, "f"),  # 6
     "resistances" / PackedArray(24, "f"),  # 102
@@ -195,7 +195,7 @@ JK04_CELL_INFO = _frame(
 
 
 def _jk02_settings(cells: int) -> Struct:
-    """jk_protocol.md 5.4: offsets 6..141 are the same on both layouts."""
+    """docs/protocol.md 5.4: offsets 6..141 are the same on both layouts."""
     wide = cells == 32
     return _frame(
         "smart_sleep_voltage" / Int32ul,  # 6
@@ -255,7 +255,7 @@ def _jk02_settings(cells: int) -> Struct:
     )
 
 
-# jk_protocol.md 5.5.
+# docs/protocol.md 5.5.
 JK04_SETTINGS = _frame(
     "format_mark" / Float32l,  # 6: always 1.0, which tells JK04 settings from JK02 (6)
     Padding(24),  # 10
@@ -272,7 +272,7 @@ JK04_SETTINGS = _frame(
     "balancing_switch" / Int8ul,  # 114
 )
 
-# jk_protocol.md 5.6 (reply to 0xA1).
+# docs/protocol.md 5.6 (reply to 0xA1).
 LOGBOOK_ENTRIES: Final = 50
 LOGBOOK = _frame(
     "entry_count" / Int32ul,  # 6

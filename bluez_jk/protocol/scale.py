@@ -27,12 +27,12 @@ STR: Final = Unit(kind="str")
 MILLI: Final = Unit(1000)  # mV, mA, mAh, mOhm -> V, A, Ah, Ohm
 DECI: Final = Unit(10)  # 0.1 C, 0.1 h
 CENTI: Final = Unit(100)  # 0.01 V
-# s16 in 0.1 C; -2000 (-200.0 C) marks an absent probe (jk_protocol.md 5.2) -> None.
+# s16 in 0.1 C; -2000 (-200.0 C) marks an absent probe (docs/protocol.md 5.2) -> None.
 PROBE: Final = Unit(10, "probe")
 PROBE_ABSENT: Final = -2000
 
 SCALE: Final[dict[str, Unit]] = {
-    # device info (jk_protocol.md 5.1)
+    # device info (docs/protocol.md 5.1)
     "vendor_id": STR,
     "hw_rev": STR,
     "sw_rev": STR,

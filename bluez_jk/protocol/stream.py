@@ -22,7 +22,7 @@ MAX_CELL_V: Final = 5.0
 
 
 def plausible(decoded: Decoded) -> bool:
-    """The second line of defence behind the 8-bit checksum (jk_protocol.md 4.3 step 7): a
+    """The second line of defence behind the 8-bit checksum (docs/protocol.md 4.3 step 7): a
     false-accepted window or a wrong layout shows as cell voltages no cell can have."""
     if decoded.kind != "cell_info":
         return True
@@ -123,6 +123,6 @@ class StreamDecoder:
         self.got[result.kind] = True
         if result.kind == "cell_info":
             self.status["warnings"] = warnings_from(result.values.get("error_bitmask"), protocol)
-        # DSB's meaning: the time of the last decoded 0x01/0x02/0x03 frame (jk_protocol.md 8).
+        # DSB's meaning: the time of the last decoded 0x01/0x02/0x03 frame (docs/protocol.md 8).
         self.status["last_update"] = now
         return result

@@ -1,4 +1,4 @@
-"""The three frame layouts JK-BMS boards speak (jk_protocol.md 5, 6) and how one was chosen."""
+"""The three frame layouts JK-BMS boards speak (docs/protocol.md 5, 6) and how one was chosen."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ DetectedBy = Literal["config", "sw_rev", "content"]
 PROTOCOLS: Final[tuple[ProtocolName, ...]] = get_args(ProtocolName)
 
 # Length of the per-cell arrays in a cell-info frame. JK02_32S widens both arrays of JK02_24S
-# from 24 to 32 entries, which is the whole A/B offset shift of jk_protocol.md 5.2.
+# from 24 to 32 entries, which is the whole A/B offset shift of docs/protocol.md 5.2.
 CELL_COUNTS: Final[dict[ProtocolName, int]] = {"JK02_24S": 24, "JK02_32S": 32, "JK04": 24}
 
 

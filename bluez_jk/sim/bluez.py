@@ -1,5 +1,5 @@
 """org.bluez.Adapter1 as bluetoothd shows it: power, discovery sessions, RemoveDevice
-(bluez_dbus.md 2, 6.2). Devices live in device.py."""
+(docs/bluez.md 2, 6.2). Devices live in device.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """org.bluez.Device1 for one emulated JK-BMS: the link state machine, its GATT cache and the
-board behind it (bluez_dbus.md 3, 6.3)."""
+board behind it (docs/bluez.md 3, 6.3)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bluez_jk.sim.bluez import Adapter
 
 DEVICE_IFACE = "org.bluez.Device1"
-_JK_COMPANY_ID = 0x0B65  # jk_protocol.md 1.1
+_JK_COMPANY_ID = 0x0B65  # docs/protocol.md 1.1
 
 
 def device_path(adapter: str, address: str) -> str:
@@ -176,7 +176,7 @@ class Device:
         self.events.record("remove_device", self.address, self.adapter_name)
         if self.connected or self._connecting is not None:
             await self._disconnect_link()
-        # Only RemoveDevice cures a stale cache (bluez_dbus.md fact 7).
+        # Only RemoveDevice cures a stale cache (docs/bluez.md fact 7).
         self.faults.clear("stale-cache", self.address)
         self.faults.clear("stale-cache", None)
         self.unexport()
@@ -291,7 +291,7 @@ class Device:
         self.services_resolved = True
         self._changed("UUIDs", "ServicesResolved")
         for char in self.gatt.characteristics:
-            char.arm()  # StartNotify sessions survive disconnects and are re-armed (fact 8)
+            char.arm()  # sessions survive disconnects and are re-armed (docs/bluez.md fact 8)
         if self.faults.fire("notify-acquired", self.address):
             for char in self.gatt.characteristics:
                 char.hold_foreign()
@@ -302,7 +302,7 @@ class Device:
             self.bms.subscribed()
 
     async def force_link(self) -> None:
-        """left-connected: a crashed predecessor's link is still up (fact 5)."""
+        """left-connected: a crashed predecessor's link is still up (docs/bluez.md fact 5)."""
         if self.connected or not self.exported:
             return
         self._link_up()

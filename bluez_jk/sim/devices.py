@@ -17,7 +17,7 @@ _PROTOCOLS: tuple[ProtocolName, ...] = ("JK02_24S", "JK02_32S", "JK04")
 
 @dataclass(frozen=True)
 class Profile:
-    """What a firmware generation looks like on the air (jk_protocol.md 1.4, 3.4, 9)."""
+    """What a firmware generation looks like on the air (docs/protocol.md 1.4, 3.4, 9)."""
 
     vendor_id: str
     hw_rev: str

@@ -1,4 +1,4 @@
-"""One low-level D-Bus dispatcher owning the whole object table (bluez_dbus.md 6.8).
+"""One low-level D-Bus dispatcher owning the whole object table (docs/bluez.md 6.8).
 
 It answers method calls, Properties Get/GetAll/Set, GetManagedObjects and Introspect itself, so
 that the signals and errors look like BlueZ's gdbus layer rather than dbus-fast's services:

@@ -1,4 +1,4 @@
-"""BlueZ's D-Bus error names and texts (bluez_dbus.md 2.3, 3.2, 4.3-4.7; src/error.c)."""
+"""BlueZ's D-Bus error names and texts (docs/bluez.md 2.3, 3.2, 4.3-4.7; src/error.c)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ def in_progress() -> DBusError:
 
 
 def discovery_in_progress() -> DBusError:
-    """Only discovery uses this text (bluez_dbus.md fact 1)."""
+    """Only discovery uses this text (docs/bluez.md fact 1)."""
     return _bluez("InProgress", "Operation already in progress")
 
 
 def connection_abort() -> DBusError:
-    # BlueZ >= 5.62 reason string; every LE link failure becomes this (fact 3).
+    # BlueZ >= 5.62 reason string; every LE link failure becomes this (docs/bluez.md fact 3).
     return _bluez("Failed", "le-connection-abort-by-local")
 
 

@@ -1,4 +1,4 @@
-"""GATT services, characteristics and descriptors of one device (bluez_dbus.md 4, 6.4, 6.5)."""
+"""GATT services, characteristics and descriptors of one device (docs/bluez.md 4, 6.4, 6.5)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class ServiceSpec:
 
 
 def layout(name: LayoutName) -> list[ServiceSpec]:
-    """Handles as seen by the app and ESPHome (jk_protocol.md 1.2); paths follow them."""
+    """Handles as seen by the app and ESPHome (docs/protocol.md 1.2); paths follow them."""
     notify_rw = ("write-without-response", "write", "notify")
     if name == "new":
         return [
@@ -83,7 +83,7 @@ def layout(name: LayoutName) -> list[ServiceSpec]:
             )
         ]
     if name == "stale":
-        # What a previous firmware's cache might hold: no FFE0 at all (jk_protocol.md 1.7).
+        # What a previous firmware's cache might hold: no FFE0 at all (docs/protocol.md 1.7).
         return [ServiceSpec(0x1801, 0x0001, [CharSpec(0x2A05, 0x0002, ("indicate",), cccd=0x0004)])]
     return [
         ServiceSpec(
@@ -107,7 +107,7 @@ def layout(name: LayoutName) -> list[ServiceSpec]:
 
 
 class AcquiredSocket:
-    """Our end of an AcquireNotify / AcquireWrite socketpair (bluez_dbus.md 4.5, 4.9)."""
+    """Our end of an AcquireNotify / AcquireWrite socketpair (docs/bluez.md 4.5, 4.9)."""
 
     def __init__(self, ours: socket.socket, on_closed: Callable[[str], None]) -> None:
         self.sock = ours
@@ -506,7 +506,7 @@ class GattDatabase:
                 dispatcher.add(obj)
 
     def unexport(self, dispatcher: Dispatcher) -> None:
-        """Children first: descriptors, characteristics, then services (bluez_dbus.md 1.2)."""
+        """Children first: descriptors, characteristics, then services (docs/bluez.md 1.2)."""
         if not self.exported:
             return
         self.exported = False

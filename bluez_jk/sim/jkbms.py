@@ -1,5 +1,5 @@
 """An emulated JK-BMS board: answers command writes with real 0x55AA frames, paced and chunked
-the way its BLE module relays them (jk_protocol.md 1.4, 3, 9).
+the way its BLE module relays them (docs/protocol.md 1.4, 3, 9).
 
 Every frame is built with the project's own construct structs (`bluez_jk.protocol`); this
 module only decides *what* the board says and *when*.
@@ -120,7 +120,7 @@ class BmsState:
         return values
 
     def logbook(self) -> dict[str, Any]:
-        """A short event history (jk_protocol.md 5.6; codes per Appendix B)."""
+        """A short event history (docs/protocol.md 5.6; codes per Appendix B)."""
         uptime = int(time.monotonic() - self.started) + 3_600_000
         entries = [{"t": uptime - 86_400 * n, "code": code} for n, code in ((3, 1), (2, 7), (1, 3))]
         return {"entry_count": len(entries), "entries": entries}
@@ -214,7 +214,7 @@ class JkBms:
         elif command.code == _CMD_CELL_INFO:
             self._send_frame("settings", counter=self._next_counter())
             if self.spec.profile.repeat_device_info:
-                # 14.x+ repeat the 0x03 frame with counter 0xA5 (jk_protocol.md 9, item 3).
+                # 14.x+ repeat the 0x03 frame with counter 0xA5 (docs/protocol.md 9, item 3).
                 self._send_frame("device_info", counter=0xA5)
             self._send(ACK, "ack")
             if self._stream is None:
@@ -269,7 +269,7 @@ class JkBms:
             data = item.data
             junk = self.faults.active("junk", self.address)
             if junk and item.kind in ("device_info", "settings") and not self._queue.empty():
-                # 14.x+ glue the 0xC8 ack (and AT) to the end of a reply (jk_protocol.md 3.4).
+                # 14.x+ glue the 0xC8 ack (and AT) to the end of a reply (docs/protocol.md 3.4).
                 nxt = self._queue.get_nowait()
                 data += nxt.data + (AT_NOISE if nxt.kind == "ack" else b"")
             chunks = list(self._chunks(data, junk))
@@ -294,7 +294,7 @@ class JkBms:
     def _chunks(self, data: bytes, junk: bool) -> Iterator[bytes]:
         size = self.spec.profile.mtu - 3
         if junk:
-            # Borders anywhere, even inside the ack (the B5A24S capture, jk_protocol.md 1.4).
+            # Borders anywhere, even inside the ack (the B5A24S capture, docs/protocol.md 1.4).
             pos = 0
             while pos < len(data):
                 step = self._rng.randint(7, size)

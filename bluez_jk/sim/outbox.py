@@ -1,7 +1,7 @@
 """Every message the simulator sends, in order, paced by the fill level of the bus socket.
 
 dbus-fast 5.2.0 tears its connection down when a write finds the socket full (EAGAIN in its
-writer, DESIGN.md "Known library defect"). Rather than hoping bursts stay small, the outbox
+writer, docs/design.md, "Known library defect"). Rather than hoping bursts stay small, the outbox
 asks the kernel how many bytes are still unread by dbus-daemon (TIOCOUTQ) and holds further
 messages back while that is above a high-water mark.
 """

@@ -26,8 +26,8 @@ class Timing:
 
 
 TIMINGS: dict[TimingName, Timing] = {
-    # BlueZ and JK figures: bluez_dbus.md 3.1/3.3 (2 s DISCONNECT_TIMER, 20 s kernel connect
-    # timeout) and jk_protocol.md 3.2 (40-170 ms reply latency, ~0.5 s cell-info period).
+    # BlueZ and JK figures: docs/bluez.md 3.1/3.3 (2 s DISCONNECT_TIMER, 20 s kernel connect
+    # timeout) and docs/protocol.md 3.2 (40-170 ms reply latency, ~0.5 s cell-info period).
     "real": Timing("real", 0.15, 0.05, 0.4, 2.0, 20.0, 0.3, 1.0, 0.08, 0.006, 0.5, 0.2),
     "fast": Timing("fast", 0.01, 0.005, 0.02, 0.05, 0.3, 0.03, 0.3, 0.01, 0.001, 0.15, 0.05),
     # No artificial delays; the outbox still paces writes by the socket's fill level.

@@ -1,6 +1,7 @@
 """Every simulator fault against the reader: transient forms end in a complete read within
 timeout_s, persistent ones in their documented error type within timeout_s + 2 s, and every
-run leaves the device released and no fds or match rules behind (DESIGN.md recovery policy)."""
+run leaves the device released and no fds or match rules behind (docs/design.md, "Recovery
+policy")."""
 
 from __future__ import annotations
 

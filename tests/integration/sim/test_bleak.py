@@ -1,4 +1,4 @@
-"""An unmodified Bleak 3.1 client against the simulator (bluez_dbus.md 6.7)."""
+"""An unmodified Bleak 3.1 client against the simulator (docs/bluez.md 6.7)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ async def test_bleak_reads_all_frames(
 async def test_bleak_retries_after_connect_abort(
     sim: SimHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bleak waits for the Connected true->false flap, then retries (bluez_dbus.md 6.6)."""
+    """Bleak waits for the Connected true->false flap, then retries (docs/bluez.md 6.6)."""
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
     sim.set_fault("connect-abort", count=1)
     async with BleakClient(ADDRESS, timeout=15) as client:

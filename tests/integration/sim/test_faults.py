@@ -1,4 +1,4 @@
-"""Every fault of the DESIGN.md table (plus stale-cache, left-connected, stop-discovery-rejected)
+"""Every fault of docs/simulator.md (stale-cache, left-connected, stop-discovery-rejected too)
 as a plain dbus-fast client sees it: BlueZ's exact error names and texts, or its behaviour."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BlueZ behaviour the clients depend on (bluez_dbus.md sections 0, 1, 4 and 6)."""
+"""BlueZ behaviour the clients depend on (docs/bluez.md sections 0, 1, 4 and 6)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ async def test_disconnect_shuts_the_acquired_fd_and_stops_notifications(sim: Sim
 
 
 async def test_start_notify_sessions_survive_disconnect_and_rearm(sim: SimHandle) -> None:
-    """bluez_dbus.md fact 8: only StopNotify or leaving the bus ends a StartNotify session."""
+    """docs/bluez.md fact 8: only StopNotify or leaving the bus ends a StartNotify session."""
     async with client(sim.bus_address) as c:
         await c.connect_resolved()
         await c.call(CHAR, CHAR1, "StartNotify")
@@ -218,7 +218,7 @@ async def test_a_client_leaving_the_bus_ends_its_sessions(sim: SimHandle) -> Non
             await c.call(HCI0, ADAPTER1, "StartDiscovery")
             await watcher.wait_prop(CHAR, "Notifying", True, start=0)
             leaving = c.bus.unique_name
-        # The link stays up: BlueZ never disconnects because a client went away (fact 5).
+        # The link stays up: BlueZ never disconnects when a client goes (docs/bluez.md fact 5).
         await watcher.wait_prop(CHAR, "Notifying", False)
         await watcher.wait_prop(HCI0, "Discovering", False)
         assert (await watcher.props(DEV, DEVICE1))["Connected"] is True

@@ -15,7 +15,7 @@ async def test_startnotify_handshake_gives_all_three_frames(sim: SimHandle) -> N
     async with client(sim.bus_address) as c:
         start = len(c.signals)
         await c.call(DEV, DEVICE1, "Connect")
-        # Connect replies before services are resolved (bluez_dbus.md fact 2).
+        # Connect replies before services are resolved (docs/bluez.md fact 2).
         connected = next(i for i, m in enumerate(c.signals) if is_prop(m, DEV, "Connected", True))
         assert connected >= start
         assert not any(is_prop(m, DEV, "ServicesResolved", True) for m in c.signals)

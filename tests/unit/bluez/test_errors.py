@@ -1,5 +1,5 @@
 """The BlueZ error table: each documented (name, method, message) lands on its typed error,
-in both message spellings (bluez_dbus.md 3.2, 4.5, 4.6, 5)."""
+in both message spellings (docs/bluez.md 3.2, 4.5, 4.6, 5)."""
 
 from __future__ import annotations
 

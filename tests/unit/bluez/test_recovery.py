@@ -1,4 +1,4 @@
-"""The recovery policy table of DESIGN.md, decision by decision."""
+"""The recovery policy table of docs/design.md, decision by decision."""
 
 from __future__ import annotations
 

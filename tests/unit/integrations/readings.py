@@ -3,7 +3,7 @@
 Each set is one BMS's device-info, cell-info and (when captured) settings frames. The frames
 are decoded with `bluez_jk.protocol` when it is in the tree; otherwise (and for any frame it
 cannot decode) the capture's `expected.derived_from_spec` values are used, which carry the
-same "our name" keys (jk_protocol.md 5).
+same "our name" keys (docs/protocol.md 5).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ VECTOR_SETS: dict[str, tuple[str, str, str, str | None]] = {
     "jk04_v3_3_0": ("JK04", "jk04_v3_3_0_cell_info.json", "jk04_v3_3_0_device_info.json", None),
 }
 
-# Names the capture files use for values that jk_protocol.md 5.2 names differently.
+# Names the capture files use for values that docs/protocol.md 5.2 names differently.
 _RENAMES = {
     "temperature_254": "temperature_sensor_3",
     "temperature_256": "temperature_sensor_4",

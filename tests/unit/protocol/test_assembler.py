@@ -1,4 +1,4 @@
-"""The assembler against jk_protocol.md 4.3, point by point, then as properties."""
+"""The assembler against docs/protocol.md 4.3, point by point, then as properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command frames against commands.json (jk_protocol.md 2)."""
+"""Command frames against commands.json (docs/protocol.md 2)."""
 
 from __future__ import annotations
 

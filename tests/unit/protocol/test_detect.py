@@ -1,4 +1,4 @@
-"""Layout detection helpers (jk_protocol.md 6)."""
+"""Layout detection helpers (docs/protocol.md 6)."""
 
 from __future__ import annotations
 

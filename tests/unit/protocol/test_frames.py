@@ -1,4 +1,4 @@
-"""The structs against the offset tables of jk_protocol.md 5, field by field."""
+"""The structs against the offset tables of docs/protocol.md 5, field by field."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_every_field_has_a_unit_or_is_deliberately_unpublished(
 
 @pytest.mark.parametrize("name", [n for n in FRAME_FILES if "device_info" in n])
 def test_passcodes_are_never_published(name: str) -> None:
-    """Device-info 62 and 118 hold passcodes (jk_protocol.md 1.6)."""
+    """Device-info 62 and 118 hold passcodes (docs/protocol.md 1.6)."""
     vector = load_vector(name)
     frame = frame_of(vector)
     values = json.dumps(decode_frame(frame, vector["protocol_version"]).values)

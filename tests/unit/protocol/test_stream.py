@@ -1,4 +1,4 @@
-"""StreamDecoder: layout detection (jk_protocol.md 6), pending frames, status and warnings."""
+"""StreamDecoder: layout detection (docs/protocol.md 6), pending frames, status and warnings."""
 
 from __future__ import annotations
 

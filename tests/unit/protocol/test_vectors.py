@@ -53,7 +53,7 @@ def test_chunks_yield_the_frame(name: str) -> None:
 
 @pytest.mark.parametrize("name", FRAME_FILES)
 def test_frame_split_into_20_byte_notifications(name: str) -> None:
-    """The JK04 module's 20-byte notifications (jk_protocol.md 1.4), with the usual junk."""
+    """The JK04 module's 20-byte notifications (docs/protocol.md 1.4), with the usual junk."""
     vector = load_vector(name)
     data = b"AT\r\n" + frame_of(vector) + bytes.fromhex("aa5590ebc8010100000000000000000000000044")
     stream = StreamDecoder(vector["protocol_version"])

@@ -11,7 +11,7 @@ from tests.conftest import DATA, load_vector
 
 FRAME_FILES = sorted(p.name for p in Path(DATA).glob("*.json") if "hex" in load_vector(p.name))
 
-# Capture-file names for values jk_protocol.md 5.2 names differently.
+# Capture-file names for values docs/protocol.md 5.2 names differently.
 RENAMES = {
     "temperature_254": "temperature_sensor_3",
     "temperature_256": "temperature_sensor_4",
