@@ -11,7 +11,7 @@ import signal
 import sys
 
 from bluez_jk.sim.devices import DeviceSpec, parse_device
-from bluez_jk.sim.faults import Fault, parse_fault
+from bluez_jk.sim.faults import FAULT_NAMES, Fault, parse_fault
 from bluez_jk.sim.server import Simulator
 from bluez_jk.sim.spawn import PrivateBus
 from bluez_jk.sim.timing import TIMINGS, TimingName
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jk-ble-sim",
         description="Serve org.bluez with emulated JK-BMS devices on a D-Bus bus.",
+        epilog="Devices, faults, timings and the control interface: docs/simulator.md.",
     )
     p.add_argument(
         "--spawn-bus",
@@ -37,9 +38,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an emulated BMS (repeatable; default: {DEFAULT_DEVICE})",
     )
     p.add_argument(
-        "--fault", action="append", default=[], metavar="NAME[:N][@MAC]", help="repeatable"
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:N][@MAC]",
+        help="repeatable; N = times before it clears (none: until cleared), @MAC = one device; "
+        f"NAME: {', '.join(FAULT_NAMES)}",
     )
-    p.add_argument("--timing", choices=sorted(TIMINGS), default="real")
+    p.add_argument(
+        "--timing",
+        choices=sorted(TIMINGS),
+        default="real",
+        help="delays: real (BlueZ-like, the default), fast (tests), zero (none)",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
