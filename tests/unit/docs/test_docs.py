@@ -281,6 +281,13 @@ def test_every_topic_the_gateway_defines_is_in_docs_mqtt() -> None:
     assert missing == [], "document each topic with its own section in docs/mqtt.md"
 
 
+def test_every_topic_section_of_docs_mqtt_has_an_example() -> None:
+    text = _doc("mqtt.md")
+    for heading in _headings("mqtt.md"):
+        if heading.startswith("`<base>/"):
+            assert "```" in _section(text, f"## {heading}"), heading
+
+
 def test_home_assistant_discovery_topics_are_in_docs_mqtt() -> None:
     text = _doc("mqtt.md")
     tree = ast.parse((REPO / "bluez_jk/gateway/discovery.py").read_text(encoding="utf-8"))
