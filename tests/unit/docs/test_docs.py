@@ -26,12 +26,15 @@ from bluez_jk.cli import gateway as cli_gateway
 from bluez_jk.cli import read as cli_read
 from bluez_jk.cli import scan as cli_scan
 from bluez_jk.cli import sim as cli_sim
-from bluez_jk.errors import ConfigError
+from bluez_jk.errors import ConfigError, ErrorType, Stage
 from bluez_jk.gateway import config as gateway_config
 from bluez_jk.gateway.discovery import Source
+from bluez_jk.gateway.metrics import to_metrics
+from bluez_jk.reading import Reading
 from bluez_jk.sim.control import CONTROL_IFACE, Control
 from bluez_jk.sim.faults import FaultName
 from bluez_jk.sim.timing import TIMINGS, Timing
+from tests.unit.integrations.readings import VECTOR_SETS, vector_reading
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs"
@@ -306,6 +309,53 @@ def test_cmd_pause_documents_how_to_undo_it() -> None:
     section = _section(_doc("mqtt.md"), "## `<base>/jk/<name>/cmd/pause`")
     assert '{"minutes": 0}' in section
     assert "undo" in section.lower()
+
+
+def test_every_reading_field_is_in_the_raw_section() -> None:
+    text = _section(_doc("mqtt.md"), "## `<base>/jk/<name>/raw`")
+    for key in Reading.__annotations__:
+        assert f"| `{key}` |" in text, key
+
+
+@pytest.mark.parametrize("vectors", sorted(VECTOR_SETS))
+def test_every_metrics_key_is_in_the_metrics_section(vectors: str) -> None:
+    text = _section(_doc("mqtt.md"), "## `<base>/jk/<name>/metrics`")
+    keys = {
+        re.sub(r"^(cell_[vr])_\d+$", r"\1_01", re.sub(r"^temp_\d$", "temp_1", key))
+        for key in to_metrics(vector_reading(vectors))
+    }
+    missing = sorted(k for k in keys if f"`{k}`" not in text)
+    assert missing == []
+
+
+def _meta_keys() -> set[str]:
+    """The keys of the dict literal `Gateway.meta` returns, nested dicts included."""
+    tree = ast.parse((REPO / "bluez_jk/gateway/service.py").read_text(encoding="utf-8"))
+    meta = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "meta")
+    return {
+        key.value
+        for node in ast.walk(meta)
+        if isinstance(node, ast.Dict)
+        for key in node.keys
+        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+    }
+
+
+def test_every_meta_field_is_in_the_meta_section() -> None:
+    keys = _meta_keys()
+    assert {"name", "config", "counters", "attempts"} <= keys
+    text = _section(_doc("mqtt.md"), "## `<base>/jk/<name>/meta`")
+    table = text.split("```", 1)[0]
+    missing = sorted(k for k in keys if f"`{k}`" not in table)
+    assert missing == []
+
+
+def test_every_error_type_and_stage_is_in_the_error_model() -> None:
+    text = _section(_doc("design.md"), "## Error model")
+    for error_type in get_args(ErrorType):
+        assert f"| `{error_type}` |" in text, error_type
+    for stage in get_args(Stage):
+        assert f"`{stage}`" in text, stage
 
 
 # ---- (b) config keys -------------------------------------------------------------------------
