@@ -3,9 +3,10 @@
 (a) Every `*.md` that code, tests, tools, benchmarks, the README, the systemd unit or a tool's
 `--help` cites exists in the repository, every "fact N" names a numbered fact of
 docs/bluez.md, and every section a citation names (a number or a quoted title) exists.
-(b) Every MQTT topic the gateway defines, every key the config validator accepts (asked from
-the validator itself), every simulator fault, timing value and control method appears in the
-reference docs, so adding one without documenting it fails here.
+(b) Every MQTT topic the gateway defines, every field of the raw / metrics / meta payloads, every
+error type and stage, every key the config validator accepts (asked from the validator itself,
+with its documented range and default), every simulator fault, timing value, device option and
+control method appears in the reference docs, so adding one without documenting it fails here.
 """
 
 from __future__ import annotations
