@@ -15,6 +15,7 @@ ErrorType = Literal[
     "InProgress",
     "ServicesNotResolved",
     "NotifyAcquired",
+    "NotifyStuck",
     "AuthenticationRequired",
     "Disconnected",
     "Timeout",
@@ -103,6 +104,14 @@ class NotifyAcquired(JkError):
     type = "NotifyAcquired"
 
 
+class NotifyStuck(JkError):
+    """BlueZ reports "Notify acquired" although no client can hold the notification: a
+    bluetoothd before 5.84 after a failed AcquireNotify (docs/bluez.md fact 16). Only a
+    restart of bluetoothd clears it."""
+
+    type = "NotifyStuck"
+
+
 class AuthenticationRequired(JkError):
     type = "AuthenticationRequired"
 
@@ -144,6 +153,7 @@ ERROR_TYPES: dict[str, type[JkError]] = {
         InProgress,
         ServicesNotResolved,
         NotifyAcquired,
+        NotifyStuck,
         AuthenticationRequired,
         Disconnected,
         Timeout,

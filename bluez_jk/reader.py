@@ -39,6 +39,7 @@ from bluez_jk.bluez.gatt import (
 )
 from bluez_jk.bluez.paths import adapter_name, device_path
 from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
+from bluez_jk.bluez.version import bluez_version, default_notify_mode
 from bluez_jk.errors import (
     BusError,
     Busy,
@@ -46,6 +47,8 @@ from bluez_jk.errors import (
     DeviceNotFound,
     Disconnected,
     JkError,
+    NotifyAcquired,
+    NotifyStuck,
     ProtocolError,
     ServicesNotResolved,
     Stage,
@@ -118,6 +121,10 @@ class Reader:
     def notify_mode(self, address: str) -> NotifyMode | None:
         return self._notify_modes.get(address)
 
+    async def default_notify_mode(self) -> NotifyMode:
+        """What `notify_mode: auto` means on this machine's BlueZ (bluez/version.py)."""
+        return default_notify_mode(await bluez_version())
+
     async def _get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
         """The shared connection; a new one when it is closed or is the one that `failed`
         (another session may already have replaced it)."""
@@ -132,7 +139,7 @@ class Reader:
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
         started = time.monotonic()
         reading = new_reading(req.name, req.address, req.adapter)
-        session = _Session(self, req, capture)
+        session = _Session(self, req, capture, await self.default_notify_mode())
         try:
             await session.run()
         except JkError as err:
@@ -162,7 +169,14 @@ class Reader:
         while True:
             started = time.monotonic()
             reading = new_reading(req.name, req.address, req.adapter)
-            session = _Session(self, req, None, on_reading=on_reading, interval_s=interval_s)
+            session = _Session(
+                self,
+                req,
+                None,
+                await self.default_notify_mode(),
+                on_reading=on_reading,
+                interval_s=interval_s,
+            )
             try:
                 await session.run()
             except JkError as err:
@@ -222,12 +236,33 @@ class _Collector:
         self.changed.set()
 
 
+_RESTART_HINT = (
+    "only a restart of bluetoothd clears it: `sudo systemctl restart bluetooth`. "
+    "notify_mode auto avoids AcquireNotify on BlueZ before 5.84"
+)
+_ACQUIRE_NO_REPLY = (
+    "BlueZ never answered AcquireNotify: bluetoothd before 5.84 does this when the BMS refuses "
+    "the subscription (it may want pairing) or the link drops during the call, and then keeps "
+    "FFE1 'Notify acquired' for every client; " + _RESTART_HINT
+)
+_START_NO_REPLY = (
+    "StartNotify got no reply within {:.1f} s: BlueZ holds it while it tries to pair, which "
+    "it does when the BMS refuses the subscription (JK firmware >= 19.30 wants pairing; "
+    "see the README on pairing)"
+)
+_STUCK_AFTER_RESET = (
+    "FFE1 still reports 'Notify acquired' after the link was dropped, so no client holds it: "
+    "bluetoothd lost track of a failed AcquireNotify; " + _RESTART_HINT
+)
+
+
 class _Session:
     def __init__(
         self,
         reader: Reader,
         req: ReadRequest,
         capture: Capture | None,
+        default_mode: NotifyMode,
         *,
         on_reading: Callable[[Reading], None] | None = None,
         interval_s: float = 0.0,
@@ -244,7 +279,7 @@ class _Session:
         self.mode: NotifyMode = (
             req.notify_mode
             if req.notify_mode != "auto"
-            else reader.notify_mode(req.address) or "acquire"
+            else reader.notify_mode(req.address) or default_mode
         )
         self.deadline = 0.0
         self._timeout: asyncio.Timeout | None = None
@@ -325,6 +360,10 @@ class _Session:
                     decision.delay_s,
                 )
                 if decision.action == "give_up":
+                    if isinstance(err, NotifyAcquired) and tried.link_resets:
+                        # Still acquired after our own link reset ended every session on
+                        # the link: nobody holds it, bluetoothd lost track (fact 16).
+                        raise NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage) from err
                     raise
                 if decision.action == "start_notify":
                     if self.req.notify_mode == "acquire":
@@ -489,15 +528,21 @@ class _Session:
         call_s = self.bound(self.reader.timing.call_s)
         self.collector.ended = False
         if self.mode == "acquire":
-            await stack.enter_async_context(
-                acquired_notify(
-                    bus, chars.notify, self.collector.on_chunk, self.collector.on_end, call_s
+            try:
+                await stack.enter_async_context(
+                    acquired_notify(
+                        bus, chars.notify, self.collector.on_chunk, self.collector.on_end, call_s
+                    )
                 )
-            )
+            except Timeout as err:
+                raise NotifyStuck(_ACQUIRE_NO_REPLY, stage="subscribe") from err
         else:
-            await stack.enter_async_context(
-                started_notify(bus, chars.notify, self.collector.on_chunk, call_s)
-            )
+            try:
+                await stack.enter_async_context(
+                    started_notify(bus, chars.notify, self.collector.on_chunk, call_s)
+                )
+            except Timeout as err:
+                raise Timeout(_START_NO_REPLY.format(call_s), stage="subscribe") from err
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
 
     async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:

@@ -1,0 +1,219 @@
+"""Runs inside the VM as root: real dbus-daemon + bluetoothd, bumble BMS peers, the scenarios.
+
+Usage (from the repository root, by `vm.py` through virtme-ng): `python -m tests.realbluez.guest
+WORKDIR`. Every scenario's `Outcome` is appended to WORKDIR/results.jsonl as soon as it is
+known, so a run cut short by its deadline still reports what it finished; WORKDIR/done marks
+a complete run. Logs of every daemon land in WORKDIR too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+from dbus_fast import BusType, Message
+from dbus_fast.aio import MessageBus
+
+from bluez_jk.sim.faults import make_fault
+from tests.realbluez import scenarios
+from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
+from tests.realbluez.guest_boards import BOARDS
+from tests.realbluez.peer import PeerBms, host_controller
+from tests.realbluez.scenarios import Bms, Outcome
+
+log = logging.getLogger("realbluez.guest")
+BLUETOOTHD = "/usr/libexec/bluetooth/bluetoothd"
+
+
+class Daemons:
+    """dbus-daemon (Debian's system bus policy) and bluetoothd 5.66, as on a Pi."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.bluetoothd: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        subprocess.run(["modprobe", "hci_vhci"], check=True)
+        # The VM shares the host's root read-only; bluetoothd's storage must be its own.
+        for path in ("/var/lib/bluetooth", "/run/dbus"):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
+        subprocess.run(["dbus-daemon", "--system", "--fork"], check=True)
+        self.start_bluetoothd()
+
+    def start_bluetoothd(self) -> None:
+        logfile = (self.work / "bluetoothd.log").open("ab")
+        self.bluetoothd = subprocess.Popen(
+            [BLUETOOTHD, "-n", "-d"], stdout=logfile, stderr=subprocess.STDOUT
+        )
+
+    def restart_bluetoothd(self) -> None:
+        assert self.bluetoothd is not None
+        self.bluetoothd.send_signal(signal.SIGTERM)
+        self.bluetoothd.wait(30)
+        self.restarts += 1
+        self.start_bluetoothd()
+
+
+class RealRig:
+    kind = "real"
+
+    def __init__(self, work: Path, daemons: Daemons) -> None:
+        self.work = work
+        self.daemons = daemons
+        self.link = LocalLink()
+        self.peers: dict[str, PeerBms] = {}
+        self.bms = {
+            name: Bms(name, spec.address, spec.adapter, spec.protocol)
+            for name, spec in BOARDS.items()
+        }
+        locks = work / "locks"
+        locks.mkdir(exist_ok=True)
+        locks.chmod(0o1777)
+        self.env = dict(os.environ, BLUEZ_JK_LOCK_DIR=str(locks), PYTHONPATH=os.getcwd())
+        self._transports: list[Any] = []
+
+    async def start(self) -> None:
+        for index in range(2):  # hci0, hci1: the kernel numbers vhci controllers in order
+            transport = await open_transport("vhci")
+            self._transports.append(transport)
+            host_controller(f"hci{index}", transport.source, transport.sink, self.link)
+            await wait_for_adapter(f"hci{index}")
+        for name, spec in BOARDS.items():
+            peer = PeerBms(spec, self.link)
+            await peer.start()
+            self.peers[name] = peer
+
+    def peer(self, address: str) -> PeerBms:
+        return next(p for p in self.peers.values() if p.spec.address == address)
+
+    async def fault(self, name: str, address: str, on: bool) -> None:
+        peer = self.peer(address)
+        if name == "not-advertising":
+            await (peer.stop_advertising() if on else peer.resume_advertising())
+        elif on:
+            peer.faults.add(make_fault(name, 1 if name == "drop-mid-frame" else None, address))
+        else:
+            peer.faults.clear(name, address)
+
+    async def vanish(self, address: str) -> None:
+        await self.peer(address).vanish()
+
+    async def appear(self, address: str) -> None:
+        await self.peer(address).appear()
+
+    async def restart_bluez(self) -> None:
+        await asyncio.to_thread(self.daemons.restart_bluetoothd)
+
+    async def close(self) -> None:
+        for transport in self._transports:
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+
+async def wait_for_adapter(adapter: str, within_s: float = 60.0) -> None:
+    """bluetoothd picks the new controller up and powers it (AutoEnable, 5.66's default)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            try:
+                reply = await bus.call(
+                    Message(
+                        destination="org.bluez",
+                        path=f"/org/bluez/{adapter}",
+                        interface="org.freedesktop.DBus.Properties",
+                        member="Get",
+                        signature="ss",
+                        body=["org.bluez.Adapter1", "Powered"],
+                    )
+                )
+                if reply is not None and reply.body and reply.body[0].value:
+                    return
+            finally:
+                bus.disconnect()
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"{adapter} did not come up powered in bluetoothd within {within_s} s")
+
+
+def record(work: Path, outcome: Outcome) -> None:
+    with (work / "results.jsonl").open("a") as out:
+        out.write(outcome.to_json() + "\n")
+    mark = "PASS" if outcome.ok else "FAIL"
+    print(
+        f"[{time.monotonic():8.1f}] {mark} {outcome.scenario}: {outcome.summary}"
+        f" ({outcome.duration_s:.1f} s)",
+        flush=True,
+    )
+
+
+async def run_all(work: Path) -> None:
+    daemons = Daemons(work)
+    daemons.start()
+    rig = RealRig(work, daemons)
+    await rig.start()
+    print(f"[{time.monotonic():8.1f}] rig up: {', '.join(rig.bms)}", flush=True)
+    only = os.environ.get("REALBLUEZ_ONLY", "")
+    reads = scenarios.env_int("REALBLUEZ_READS", 100)
+    gateway_s = scenarios.env_int("REALBLUEZ_GATEWAY_S", 300)
+    steps = [*scenarios.standard(reads), gateway_scenario(gateway_s), bluetoothd_restart]
+
+    async def lane(items: list[scenarios.Scenario]) -> None:
+        for item in items:
+            label = scenarios.label_of(item)
+            if only and not any(part in label for part in only.split("|")):
+                continue
+            record(work, await run_one(item, rig))
+
+    try:
+        for step in steps:
+            lanes = list(step) if isinstance(step, tuple) else [[step]]
+            await asyncio.gather(*(lane(items) for items in lanes))
+    finally:
+        await rig.close()
+    (work / "done").write_text("ok\n")
+
+
+async def run_one(item: scenarios.Scenario, rig: scenarios.Rig) -> Outcome:
+    t0 = time.monotonic()
+    try:
+        outcome = await item(rig)
+    except Exception as exc:
+        outcome = Outcome(
+            scenarios.label_of(item),
+            False,
+            f"scenario crashed: {exc!r}",
+            details={"traceback": traceback.format_exc()},
+        )
+    if not outcome.duration_s:
+        outcome.duration_s = time.monotonic() - t0
+    return outcome
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    (work / "booted").write_text(f"{time.time()}\n")
+    shutil.rmtree(work / "results.jsonl", ignore_errors=True)
+    asyncio.run(run_all(work))
+
+
+if __name__ == "__main__":
+    main()

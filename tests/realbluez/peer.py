@@ -1,0 +1,238 @@
+"""The emulated JK-BMS as a real BLE peripheral: bumble controllers on one virtual radio link.
+
+The same BMS model as the D-Bus simulator (`bluez_jk.sim.jkbms.JkBms`, frames from
+`bluez_jk.protocol.encode_frame`, the GATT layouts of `bluez_jk.sim.gatt.layout`), carried
+over a second transport: a bumble GATT server whose radio is a bumble `LocalLink`. The
+kernel sees the far end of that link through `/dev/vhci` as an ordinary HCI controller, so
+real bluetoothd and the real kernel Bluetooth stack sit between the client and this BMS.
+
+Peer-side faults (the `FaultSet` names of the simulator where the meaning is the same):
+`not-advertising` (stops advertising; an existing link stays), `drop-mid-frame`, `silent`,
+`slow`, `auth-required` (the CCCD write is refused with Insufficient Authentication), and
+`vanish()` / `appear()` (the board is powered off and on again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bumble import hci
+from bumble.att import ATT_Error, ErrorCode
+from bumble.controller import Controller
+from bumble.core import AdvertisingData
+from bumble.device import Connection, Device
+from bumble.gatt import (
+    GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+    Characteristic,
+    CharacteristicValue,
+    Descriptor,
+    Service,
+)
+from bumble.link import LocalLink
+
+from bluez_jk.sim.devices import DeviceSpec
+from bluez_jk.sim.faults import FaultSet, make_fault
+from bluez_jk.sim.gatt import CharSpec, layout
+from bluez_jk.sim.jkbms import JkBms
+from bluez_jk.sim.timing import TIMINGS
+
+log = logging.getLogger("realbluez.peer")
+
+# bumble's controller answers a host that scans with legacy commands with *extended*
+# advertising reports (plus a made-up scan response) whenever it claims LE Extended
+# Advertising. No real controller mixes the two; Linux 6.1 then loses track of its own LE
+# connection attempt: it sends LE Create Connection Cancel ~4 s into a link that is already
+# up, never sends HCI Disconnect for it, and answers every later connect with EBUSY (the
+# first contact's failure). Host-side controllers therefore claim neither feature.
+_HOST_FEATURES_OFF = hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.LL_PRIVACY
+
+
+def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> Controller:
+    """The controller the kernel gets through vhci (hciN inside the VM)."""
+    controller = Controller(name, host_source=source, host_sink=sink, link=link)
+    controller.le_features = controller.le_features & ~_HOST_FEATURES_OFF
+    return controller
+
+
+def _properties(spec: CharSpec) -> Characteristic.Properties:
+    names = {
+        "read": Characteristic.Properties.READ,
+        "write": Characteristic.Properties.WRITE,
+        "write-without-response": Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+        "notify": Characteristic.Properties.NOTIFY,
+        "indicate": Characteristic.Properties.INDICATE,
+    }
+    flags = Characteristic.Properties(0)
+    for flag in spec.flags:
+        flags |= names[flag]
+    return flags
+
+
+class PeerBms:
+    """One JK-BMS board: its own bumble controller on `link`, advertising under its name."""
+
+    def __init__(self, spec: DeviceSpec, link: LocalLink, timing: str = "real") -> None:
+        self.spec = spec
+        self.faults = FaultSet()
+        self.controller = Controller(f"bms-{spec.address}", link=link)
+        self.device = Device.with_hci(
+            spec.display_name, hci.Address(spec.address), self.controller, self.controller
+        )
+        self.device.gatt_server.max_mtu = spec.profile.mtu
+        self.bms = JkBms(spec, TIMINGS[timing], self.faults, self._notify, self._drop)  # type: ignore[index]
+        self.connection: Connection | None = None
+        self.subscribed = False
+        self.connections = 0
+        self.cccd_writes = 0
+        self.writes = 0
+        self.advertising = False
+        self._notify_char: Characteristic[Any] | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+        self._build_gatt()
+        self.device.on("connection", self._on_connection)
+
+    # ---- GATT ----------------------------------------------------------------------------
+
+    def _build_gatt(self) -> None:
+        for service in layout(self.spec.layout):  # type: ignore[arg-type]
+            chars = []
+            for cs in service.chars:
+                value = CharacteristicValue(
+                    read=lambda _conn, v=cs.value: v, write=self._on_write_value
+                )
+                char = Characteristic(
+                    f"{cs.uuid:04X}",
+                    _properties(cs),
+                    Characteristic.READABLE | Characteristic.WRITEABLE,
+                    value,
+                )
+                if "notify" in cs.flags:
+                    # Our own CCCD (bumble adds one only when none exists): it lets the
+                    # board refuse the subscription the way a BMS that wants pairing does.
+                    char.descriptors = [
+                        Descriptor(
+                            GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+                            Descriptor.READABLE | Descriptor.WRITEABLE,
+                            CharacteristicValue(read=self._read_cccd, write=self._write_cccd),
+                        )
+                    ]
+                    if cs.uuid == 0xFFE1:
+                        self._notify_char = char
+                chars.append(char)
+            self.device.add_service(Service(f"{service.uuid:04X}", chars))
+
+    def _read_cccd(self, _connection: Connection) -> bytes:
+        return b"\x01\x00" if self.subscribed else b"\x00\x00"
+
+    def _write_cccd(self, _connection: Connection, value: bytes) -> None:
+        self.cccd_writes += 1
+        if self.faults.active("auth-required", self.spec.address):
+            raise ATT_Error(ErrorCode.INSUFFICIENT_AUTHENTICATION)
+        on = len(value) >= 1 and bool(value[0] & 0x01)
+        if on and not self.subscribed:
+            self.bms.subscribed()
+        self.subscribed = on
+
+    def _on_write_value(self, _connection: Connection, value: bytes) -> None:
+        self.writes += 1
+        self.bms.on_write(bytes(value))
+
+    # ---- the radio --------------------------------------------------------------------------
+
+    def _notify(self, chunk: bytes) -> None:
+        if self.connection is not None and self.subscribed:
+            self._outbox.put_nowait(chunk)
+            if self._pump is None or self._pump.done():
+                self._pump = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        while not self._outbox.empty():
+            chunk = self._outbox.get_nowait()
+            connection, char = self.connection, self._notify_char
+            if connection is None or char is None or not self.subscribed:
+                continue
+            try:
+                await self.device.notify_subscriber(connection, char, chunk, force=True)
+            except Exception as exc:
+                log.info("%s: notify failed: %s", self.spec.address, exc)
+                return
+
+    async def _drop(self) -> None:
+        connection = self.connection
+        if connection is not None:
+            await connection.disconnect(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
+
+    def _on_connection(self, connection: Connection) -> None:
+        self.connection = connection
+        self.connections += 1
+        connection.on("disconnection", lambda _reason: self._on_disconnection(connection))
+
+    def _on_disconnection(self, connection: Connection) -> None:
+        if self.connection is connection:
+            self.connection = None
+        self.subscribed = False
+        self.bms.stop()
+        self._outbox = asyncio.Queue()
+        # A JK board advertises again as soon as its central lets go.
+        if self.advertising and not self.faults.active("not-advertising", self.spec.address):
+            asyncio.get_running_loop().create_task(self._advertise())
+
+    def _advertising_data(self) -> tuple[bytes, bytes]:
+        """Name and the FFE0 service in the advert, the module's id in the scan response:
+        what jk-ble-scan and the JK app look for."""
+        adv = AdvertisingData(
+            [
+                (AdvertisingData.FLAGS, bytes([0x06])),
+                (AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, b"\xe0\xff"),
+                (AdvertisingData.COMPLETE_LOCAL_NAME, self.spec.display_name.encode()),
+            ]
+        )
+        mac = bytes.fromhex(self.spec.address.replace(":", ""))
+        rsp = AdvertisingData([(AdvertisingData.MANUFACTURER_SPECIFIC_DATA, b"\x65\x0b" + mac)])
+        return bytes(adv), bytes(rsp)
+
+    async def _advertise(self) -> None:
+        if self.connection is None and not self.device.is_advertising:
+            adv, rsp = self._advertising_data()
+            await self.device.start_advertising(
+                auto_restart=False,
+                advertising_data=adv,
+                scan_response_data=rsp,
+                # A JK module advertises every ~100 ms; bumble's 1 s default slows each connect.
+                advertising_interval_min=100,
+                advertising_interval_max=100,
+            )
+
+    # ---- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        self.advertising = True
+        await self._advertise()
+
+    async def stop_advertising(self) -> None:
+        self.faults.add(_fault("not-advertising", self.spec.address))
+        if self.device.is_advertising:
+            await self.device.stop_advertising()
+
+    async def resume_advertising(self) -> None:
+        self.faults.clear("not-advertising", self.spec.address)
+        await self._advertise()
+
+    async def vanish(self) -> None:
+        """Powered off: the link drops (supervision timeout seen as a remote drop), no adverts."""
+        self.advertising = False
+        if self.device.is_advertising:
+            await self.device.stop_advertising()
+        await self._drop()
+
+    async def appear(self) -> None:
+        self.advertising = True
+        await self._advertise()
+
+
+def _fault(name: str, address: str) -> Any:
+    return make_fault(name, None, address)

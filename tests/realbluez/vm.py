@@ -1,0 +1,192 @@
+"""Boots Debian's kernel under QEMU (virtme-ng) and runs `guest.py` there, once per test run.
+
+The VM shares the host's root filesystem read-only (so it sees this checkout and its .venv)
+and gets one writable work directory for results and logs. KVM is used when a KVM guest
+actually boots (on some machines /dev/kvm exists but the guest hangs after the boot loader:
+then TCG, which boots in ~20 s on 2 cores). The verdict of the KVM probe is cached per kernel
+and QEMU so that a machine pays for a hanging probe once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+KVM_PROBE_S = 40.0
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bluez-jk"
+
+
+@dataclass
+class Run:
+    work: Path
+    accel: str
+    boot_s: float | None = None
+    total_s: float = 0.0
+    exit_code: int | None = None
+    complete: bool = False
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def console(self) -> str:
+        path = self.work / "console.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def missing_prerequisites() -> list[str]:
+    """What this host lacks to run the tier (empty: it can)."""
+    missing = []
+    if not shutil.which("qemu-system-x86_64"):
+        missing.append("qemu-system-x86_64 (apt: qemu-system-x86)")
+    if not kernel():
+        missing.append("a kernel image in /boot (apt: linux-image-amd64)")
+    if not Path("/usr/libexec/bluetooth/bluetoothd").exists():
+        missing.append("bluetoothd (apt: bluez)")
+    if not vng():
+        missing.append("vng (pip: virtme-ng, the realbluez extra)")
+    if importlib.util.find_spec("bumble") is None:
+        missing.append("bumble (pip: the realbluez extra)")
+    if os.geteuid() != 0 and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        # Not required (TCG works without), noted for the reason of a slow run only.
+        pass
+    return missing
+
+
+def kernel() -> str | None:
+    images = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: _version_key(p.name))
+    return str(images[-1]) if images else None
+
+
+def _version_key(name: str) -> list[Any]:
+    parts: list[Any] = []
+    for piece in name.replace("-", ".").split("."):
+        parts.append((0, int(piece)) if piece.isdigit() else (1, piece))
+    return parts
+
+
+def vng() -> str | None:
+    here = Path(sys.executable).parent / "vng"
+    return str(here) if here.exists() else shutil.which("vng")
+
+
+def _command(work: Path, accel: str, env: dict[str, str]) -> list[str]:
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    inner = (
+        f"cd {REPO} && env PYTHONDONTWRITEBYTECODE=1 {exports} "
+        f"{sys.executable} -m tests.realbluez.guest {work}"
+    )
+    cmd = [vng() or "vng", "-r", kernel() or "", "--memory", "2G", "--cpus", "2"]
+    if accel == "tcg":
+        cmd.append("--disable-kvm")
+    return [*cmd, "--rwdir", str(work), "--exec", inner]
+
+
+def _kvm_verdict_path() -> Path:
+    qemu = subprocess.run(
+        ["qemu-system-x86_64", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")[0]
+    key = f"{Path(kernel() or '').name}-{qemu}".replace(" ", "_").replace("/", "_")
+    return CACHE / f"kvm-{key}.json"
+
+
+def choose_accel() -> str:
+    forced = os.environ.get("REALBLUEZ_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    verdict = _kvm_verdict_path()
+    if verdict.exists():
+        return str(json.loads(verdict.read_text())["accel"])
+    return "probe"
+
+
+def _remember(accel: str) -> None:
+    path = _kvm_verdict_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"accel": accel, "at": time.time()}))
+
+
+def _start(work: Path, accel: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    console = (work / "console.log").open("ab")
+    return subprocess.Popen(
+        _command(work, accel, env),
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        # vng runs virtme-run from the same environment's bin directory.
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"),
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(15)
+
+
+def _wait_booted(work: Path, proc: subprocess.Popen[bytes], within_s: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < within_s:
+        if (work / "booted").exists():
+            return time.monotonic() - t0
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.5)
+    return None
+
+
+def run(work: Path, env: dict[str, str], deadline_s: float) -> Run:
+    """Boot, run every scenario, collect. Never raises for a failed guest: `Run` says."""
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    accel = choose_accel()
+    proc = None
+    boot_s = None
+    if accel == "probe":
+        proc = _start(work, "kvm", env)
+        boot_s = _wait_booted(work, proc, KVM_PROBE_S)
+        if boot_s is None:
+            _stop(proc)
+            proc = None
+            _remember("tcg")
+            accel = "tcg"
+        else:
+            _remember("kvm")
+            accel = "kvm"
+    if proc is None:
+        proc = _start(work, accel, env)
+        boot_s = _wait_booted(work, proc, 180.0)
+    result = Run(work, accel, boot_s)
+    try:
+        remaining = deadline_s - (time.monotonic() - t0)
+        proc.wait(max(remaining, 1.0))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        _stop(proc)
+    result.exit_code = proc.returncode
+    result.total_s = time.monotonic() - t0
+    result.complete = (work / "done").exists()
+    results = work / "results.jsonl"
+    if results.exists():
+        result.outcomes = [json.loads(line) for line in results.read_text().splitlines() if line]
+    return result
