@@ -138,6 +138,15 @@ def request_from(raw: Any) -> SetRequest:
     return SetRequest(name, float(value), dry_run)
 
 
+def require_enabled(enabled: bool) -> None:
+    if not enabled:
+        raise Refused(
+            "control_disabled",
+            "control is disabled for this device; set control.enabled: true and list the "
+            "setting in control.allow in the config file to allow writes",
+        )
+
+
 def check(
     request: SetRequest,
     *,
@@ -151,12 +160,7 @@ def check(
     name = request.name
     writable = request.writable
     passed: list[str] = []
-    if not enabled:
-        raise Refused(
-            "control_disabled",
-            "control is disabled for this device; set control.enabled: true and list the "
-            "setting in control.allow in the config file to allow writes",
-        )
+    require_enabled(enabled)
     passed.append("control_enabled")
     if name not in allow:
         raise Refused("not_allowed", f"{name} is not in control.allow for this device")
