@@ -155,8 +155,12 @@ def check(
     protocol: ProtocolName | None,
     age_s: float | None,
     max_age_s: float,
+    require_data: bool = True,
 ) -> list[str]:
-    """The checks `request` passed, in order; raises Refused at the first that fails."""
+    """The checks `request` passed, in order; raises Refused at the first that fails.
+
+    `require_data=False` (jk-ble-write without --dry-run) leaves the layout and freshness
+    checks to the write session itself, which reads the BMS before it writes."""
     name = request.name
     writable = request.writable
     passed: list[str] = []
@@ -183,6 +187,8 @@ def check(
                 f"{low:g} to {high:g} {writable.unit}",
             )
         passed.append("safety_bounds")
+    if not require_data:
+        return passed
     if protocol is None or age_s is None:
         raise Refused("no_data", "no successful read of this device yet; try again after one")
     if writable.key not in REGISTERS[protocol]:
