@@ -172,8 +172,8 @@ async def _run(plan: Plan) -> tuple[dict[str, Any], str]:
             error = reading["error"]
             protocol = reading["protocol"]
             if error is not None or protocol is None:
-                message = f"{error['type']}: {error['message']}" if error else "layout unknown"
-                return result_payload(sr, ok=False, reason="failed", error=message), "failed"
+                failure = f"{error['type']}: {error['message']}" if error else "layout unknown"
+                return result_payload(sr, ok=False, reason="failed", error=failure), "failed"
             checks = check(sr, protocol=protocol, age_s=0.0, **common)
             frame = frame_for(protocol, sr)
             before = reading["status"]["settings"].get(sr.writable.key)
