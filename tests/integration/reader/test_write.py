@@ -56,8 +56,10 @@ async def test_switch_off_and_on_is_verified_by_read_back(
         assert off.error is None, off.error
         assert (off.written, off.verified, off.before, off.after) == (True, True, 1, 0)
         assert off.protocol == protocol
-        assert off.frame is not None and off.frame[4] == REGISTERS[off.protocol][key].code
-        assert off.reading is not None and off.reading["status"]["settings"][key] == 0
+        assert off.frame is not None
+        assert off.frame[4] == REGISTERS[off.protocol][key].code
+        assert off.reading is not None
+        assert off.reading["status"]["settings"][key] == 0
         on = await write_and_verify(reader, REQ, key, 1)
         assert (on.written, on.verified, on.before, on.after) == (True, True, 0, 1)
         assert_device_released(sim)
@@ -67,9 +69,7 @@ async def test_switch_off_and_on_is_verified_by_read_back(
     assert codes == [REGISTERS[protocol][key].code] * 2  # type: ignore[index]
 
 
-async def test_a_number_is_written_at_register_resolution(
-    sim: SimHandle, reader: Reader
-) -> None:
+async def test_a_number_is_written_at_register_resolution(sim: SimHandle, reader: Reader) -> None:
     outcome = await write_and_verify(reader, REQ, "balance_trigger_voltage", 0.012)
     assert outcome.verified, outcome
     assert outcome.before == pytest.approx(0.005)
@@ -109,7 +109,8 @@ async def test_a_register_the_layout_lacks_writes_nothing(
     async with Reader(timing=FAST) as reader:
         outcome = await write_and_verify(reader, REQ, "charging_switch", 0)
     assert outcome.written is False
-    assert outcome.error is not None and "nothing written" in outcome.error["message"]
+    assert outcome.error is not None
+    assert "nothing written" in outcome.error["message"]
     assert register_writes(sim) == []
     assert_device_released(sim)
 
