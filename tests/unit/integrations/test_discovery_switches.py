@@ -32,8 +32,14 @@ def test_no_switch_without_control() -> None:
 def test_allowed_switches_validate_and_follow_the_settings() -> None:
     reading = vector_reading("jk02_32s_v19_27")
     configs = switches(
-        discovery_configs("jk1", reading, base_topic="bms", prefix="homeassistant",
-                          node_id="pi", switches=("charging", "balancing"))  # fmt: skip
+        discovery_configs(
+            "jk1",
+            reading,
+            base_topic="bms",
+            prefix="homeassistant",
+            node_id="pi",
+            switches=("charging", "balancing"),
+        )
     )
     assert sorted(configs) == [
         "homeassistant/switch/pi/jk1_balancing_control/config",
@@ -47,8 +53,9 @@ def test_allowed_switches_validate_and_follow_the_settings() -> None:
         assert config["command_topic"] == "bms/jk/jk1/cmd/set"
         assert config["state_topic"] == "bms/jk/jk1/metrics"
         # The payloads HA sends are exactly what cmd/set accepts.
-        on, off = parse_set_request(config["payload_on"].encode()), parse_set_request(
-            config["payload_off"].encode()
+        on, off = (
+            parse_set_request(config["payload_on"].encode()),
+            parse_set_request(config["payload_off"].encode()),
         )
         assert (on.value, off.value, on.dry_run) == (True, False, False)
         key = {"charging": "charging_switch", "balancing": "balancing_switch"}[on.name]
