@@ -2,8 +2,9 @@
 
 Kept in `state_dir/audit.jsonl`, bounded: when a line would take the file past `max_bytes` it
 is renamed to `audit.jsonl.1` (older copies shift up to `.N`, the oldest is dropped), so the
-trail never takes more than (keep + 1) x max_bytes. Each line is flushed and fsynced: a write
-to a battery must leave its trace even if the power goes right after.
+trail never takes more than (keep + 1) x max_bytes. A line about a write that went out is
+fsynced: it must leave its trace even if the power goes right after. Refusals are appended
+without fsync, so that a flood of bad requests cannot stall the gateway on a slow SD card.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.keep = keep
 
-    def append(self, record: dict[str, Any]) -> bool:
-        """Add one record; False (and a warning) when the file cannot be written."""
+    def append(self, record: dict[str, Any], *, durable: bool = True) -> bool:
+        """Add one record (fsynced when `durable`); False (and a warning) when the file
+        cannot be written."""
         line = audit_line(record)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,8 @@ class AuditLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             try:
                 os.write(fd, line)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as err:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[ReadRequest, str, float], Awaitable[WriteOutcome]]
+# Outcomes of requests that went to the BMS (the others never left the gateway).
+WRITE_OUTCOMES = ("verified", "not_verified", "failed")
+# The writer bounds itself by timeout_s; this only catches one that hangs (as for reads).
+WRITE_GRACE_S = 30.0
 
 
 def request_view(payload: bytes) -> dict[str, Any]:
@@ -172,9 +176,16 @@ class ControlService:
             value = register_value(writable, request.value)
             # One BLE operation per adapter: the write takes its turn like a read does.
             async with self.gateway.scheduler.gate(config.adapter).turn(0):
-                outcome = await self.writer(request_for(config), writable.key, value)
+                async with asyncio.timeout(config.timeout_s + WRITE_GRACE_S):
+                    outcome = await self.writer(request_for(config), writable.key, value)
+        except TimeoutError:
+            result = result_payload(request, ok=False, checks=checks, reason="failed",
+                                    error="the writer did not return; the frame may have gone "
+                                    "out, check the settings before trying again")  # fmt: skip
+            self._finish(name, source, view, "failed", result)
+            return
         except asyncio.CancelledError:
-            result = result_payload(request, ok=False, checks=checks, reason=None,
+            result = result_payload(request, ok=False, checks=checks, reason="failed",
                                     error="cancelled: the gateway is stopping")  # fmt: skip
             self._finish(name, source, view, "failed", result)
             raise
@@ -228,7 +239,7 @@ class ControlService:
             "after": result["after"],
             "frame": result["frame"],
         }
-        self.audit.append(record)
+        self.audit.append(record, durable=outcome in WRITE_OUTCOMES)
         link = gateway.links[name]
         link.publish(gateway.topic(name, "audit"), _compact(record))
         link.publish(gateway.topic(name, "cmd/set/result"), _compact(result))

@@ -9,6 +9,7 @@ on the topic and in the state dir."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,53 @@ def test_enabled_writes_are_verified_bounded_and_audited(
     assert register_writes(sim) == [code, code, code]
     lines = (state_dir / "audit.jsonl").read_text().splitlines()
     assert [json.loads(line)["outcome"] for line in lines] == outcomes
+
+
+def fuzzed_payloads(seed: int, count: int) -> list[bytes]:
+    """Junk, near-misses and valid-looking requests, reproducible from `seed`."""
+    rng = random.Random(seed)
+    keys = ["charging", "discharging", "balancing", "max_charge_current", "dry_run", "cell_ovp", ""]
+    values: list[Any] = [True, False, 0, 1, -1, 3.4, 1e308, "off", None, [], {}, 150, 50]
+    out: list[bytes] = []
+    for _ in range(count):
+        kind = rng.randrange(3)
+        if kind == 0:
+            out.append(rng.randbytes(rng.randrange(0, 40)))
+        else:
+            doc = {rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(0, 4))}
+            out.append(json.dumps(doc).encode())
+    return out
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_fuzzed_requests_never_crash_the_gateway_or_write_invalid_values(
+    sim_factory: Any,
+    mosquitto: Broker,
+    gateway_factory: GatewayFactory,
+    tmp_path: Path,
+    enabled: bool,
+) -> None:
+    sim = sim_factory([device_spec(MACS[0], "hci0")])
+    # Only the switch discharging is allowed: every other valid request must be refused too.
+    control = {"enabled": enabled, "allow": ["discharging"]}
+    devices = [{"name": "jk1", "address": MACS[0], "adapter": "hci0", "control": control}]
+    config = gateway_config(mosquitto.port, tmp_path / "state", devices)
+    payloads = fuzzed_payloads(16, 40)
+    with MqttProbe(mosquitto, ["bms/#"]) as probe:
+        gateway = gateway_factory(sim, config)
+        wait_online(probe, ["jk1"], b"true")
+        for payload in payloads:
+            probe.publish(SET, payload)
+        probe.wait_for(lambda _m: len(probe.on_topic(RESULT)) >= len(payloads), timeout_s=60)
+        results = [m.json() for m in probe.on_topic(RESULT)]
+        assert gateway.alive()
+        wait_online(probe, ["jk1"], b"true")  # still polling
+    assert len(results) == len(payloads)
+    written = [r for r in results if r["frame"] and not r["dry_run"]]
+    assert all(r["setting"] == "discharging" for r in written)
+    if not enabled:
+        assert {r["reason"] for r in results} == {"control_disabled"}
+    else:
+        assert [r["verified"] for r in written] == [True]  # seed 16 has one valid request
+    assert len(register_writes(sim)) == len(written)
+    assert "Traceback" not in gateway.log()

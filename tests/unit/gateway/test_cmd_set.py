@@ -282,3 +282,35 @@ def test_fuzzed_payloads_never_crash_and_never_write_unless_allowed(
     lines = audit_lines(tmp_path)
     assert lines
     assert all(line["outcome"] in ("refused", "dry_run", "verified") for line in lines)
+
+
+class HangingWriter(FakeWriter):
+    async def __call__(self, req: ReadRequest, key: str, value: float) -> WriteOutcome:
+        self.calls.append((req.name, key, value))
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_write_in_flight_at_shutdown_is_audited_as_failed(tmp_path: Path) -> None:
+    writer = HangingWriter()
+    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
+    await asyncio.sleep(0)
+    await gateway.control.close(1.0)
+    (result,) = published(gateway, "cmd/set/result")
+    assert (result["ok"], result["reason"]) == (False, "failed")
+    assert "stopping" in result["error"]
+    assert [a["outcome"] for a in audit_lines(tmp_path)] == ["failed"]
+    assert gateway.control.writing == set()
+
+
+async def test_a_hanging_writer_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bluez_jk.gateway.control.WRITE_GRACE_S", 0.0)
+    gateway = make_gateway(tmp_path, ENABLED, HangingWriter(), timeout_s=1)
+    gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
+    await asyncio.wait(gateway.control._tasks, timeout=10)
+    (result,) = published(gateway, "cmd/set/result")
+    assert (result["ok"], result["reason"]) == (False, "failed")
+    assert "did not return" in result["error"]
+    # The device may be written again once the hung attempt is given up.
+    assert gateway.control.writing == set()
