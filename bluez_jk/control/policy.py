@@ -133,9 +133,21 @@ def request_from(raw: Any) -> SetRequest:
         if not isinstance(value, bool):
             raise Refused("invalid_request", f"{name} must be true or false")
         return SetRequest(name, value, dry_run)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = _finite(value)
+    if number is None:
         raise Refused("invalid_request", f"{name} must be a finite number in {writable.unit}")
-    return SetRequest(name, float(value), dry_run)
+    return SetRequest(name, number, dry_run)
+
+
+def _finite(value: Any) -> float | None:
+    """The value as a finite float; None for anything else (an int of 400 digits included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def require_enabled(enabled: bool) -> None:

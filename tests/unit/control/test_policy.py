@@ -62,6 +62,8 @@ def test_switch_request_parses() -> None:
         b'{"max_charge_current": "50"}',
         b'{"max_charge_current": NaN}',
         b'{"max_charge_current": Infinity}',
+        b'{"max_charge_current": 1' + b"0" * 400 + b"}",
+        b'{"max_charge_current": 1' + b"0" * 5000 + b"}",
         b"\xff\xfe",
         b"[" * 5000,
         b'{"charging": false, "pad": "' + b"x" * 2000 + b'"}',
