@@ -97,7 +97,7 @@ class ControlService:
         view = request_view(payload)
         request: SetRequest | None = None
         try:
-            # Disabled is refused before the payload is even looked at.
+            # Disabled is refused first, whatever the payload (it is only quoted in the audit).
             require_enabled(state.config.control.enabled)
             request = parse_set_request(payload)
             checks = self._checks(state, request)
