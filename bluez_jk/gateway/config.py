@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from bluez_jk.control.policy import WRITABLES
 from bluez_jk.errors import ConfigError
 from bluez_jk.reading import ProtocolName
 
@@ -34,6 +35,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "scan_timeout_s": (0.0, 300.0),
     "port": (1, 65535),
     "keepalive": (1, 65535),
+    "max_age_s": (1.0, 3600.0),
 }
 # Remote payloads are tiny JSON objects; anything bigger is refused before parsing.
 MAX_REMOTE_PAYLOAD_BYTES = 4096
@@ -76,6 +78,15 @@ class HomeAssistantConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """Writes to the BMS (cmd/set): off unless enabled, and only what `allow` names."""
+
+    enabled: bool = False
+    allow: tuple[str, ...] = ()
+    max_age_s: float = 120.0  # a write needs a successful read at most this old
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """One BMS with every setting resolved (per-device value, else the global one)."""
 
@@ -88,6 +99,7 @@ class DeviceConfig:
     scan_timeout_s: float = 5.0
     notify_mode: NotifyMode = "auto"
     keep_connected: bool = False
+    control: ControlConfig = ControlConfig()
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> DeviceConfig:
         return dataclasses.replace(self, **dict(overrides))
@@ -109,6 +121,7 @@ class GatewayConfig:
     poll_interval_s: float = 10.0
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
+    control: ControlConfig = ControlConfig()
 
 
 class _Checker:
@@ -308,6 +321,35 @@ def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
     )
 
 
+CONTROL_KEYS = ("enabled", "allow", "max_age_s")
+
+
+def _parse_control(raw: Any, path: str, c: _Checker, default: ControlConfig) -> ControlConfig:
+    """`control` at the top level or per device; a per-device key replaces the global one."""
+    src = c.obj(raw, path, CONTROL_KEYS)
+    if src is None:
+        return default
+    allow = default.allow
+    if "allow" in src:
+        items = src["allow"]
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            c.fail(_join(path, "allow"), f"must be an array of setting names ({_known()})")
+        else:
+            unknown = [i for i in items if i not in WRITABLES]
+            for item in unknown:
+                c.fail(_join(path, "allow"), f"unknown setting {item[:40]!r} (known: {_known()})")
+            allow = tuple(dict.fromkeys(items))
+    return ControlConfig(
+        enabled=c.boolean(src, "enabled", path, default.enabled),
+        allow=allow,
+        max_age_s=c.number(src, "max_age_s", path, default.max_age_s),
+    )
+
+
+def _known() -> str:
+    return ", ".join(WRITABLES)
+
+
 DEVICE_KEYS = (
     "name",
     "address",
@@ -318,6 +360,7 @@ DEVICE_KEYS = (
     "scan_timeout_s",
     "notify_mode",
     "keep_connected",
+    "control",
 )
 
 
@@ -342,6 +385,9 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
     }
     keep = src.get("keep_connected")
     keep_connected = c.boolean(src, "keep_connected", path, False) if keep is not None else False
+    control = defaults.control
+    if src.get("control") is not None:
+        control = _parse_control(src["control"], _join(path, "control"), c, defaults.control)
     if len(c.problems) > before or name is None or address is None:
         return None
     return dataclasses.replace(
@@ -352,6 +398,7 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
         protocol=cast(ProtocolName | None, protocol),
         notify_mode=cast(NotifyMode, notify_mode or "auto"),
         keep_connected=keep_connected,
+        control=control,
         **numbers,
     )
 
@@ -364,6 +411,7 @@ TOP_KEYS = (
     "state_dir",
     "allow_remote_config",
     "homeassistant",
+    "control",
     "devices",
 )
 
@@ -408,8 +456,14 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
                 ),
             ),
         )
+    control = _parse_control(src.get("control", {}), "control", c, ControlConfig())
     defaults = DeviceConfig(
-        name="", address="", poll_interval_s=poll, timeout_s=timeout, scan_timeout_s=scan
+        name="",
+        address="",
+        poll_interval_s=poll,
+        timeout_s=timeout,
+        scan_timeout_s=scan,
+        control=control,
     )
     devices: list[DeviceConfig] = []
     raw_devices = src.get("devices")
@@ -441,6 +495,7 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
         poll_interval_s=poll,
         timeout_s=timeout,
         scan_timeout_s=scan,
+        control=control,
     )
 
 

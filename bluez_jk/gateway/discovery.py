@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from bluez_jk import __version__
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.reading import Reading
 
-Component = Literal["sensor", "binary_sensor"]
+Component = Literal["sensor", "binary_sensor", "switch"]
 Source = Literal["metrics", "raw"]
 
 MANUFACTURER = "Jikong (JK-BMS)"
@@ -386,10 +387,66 @@ def entity_config(
     return config
 
 
-def discovery_configs(
-    name: str, reading: Reading, *, base_topic: str, prefix: str, node_id: str
+# cmd/set switch name -> (metrics key of its state from the settings frame, label, icon).
+SWITCH_ENTITIES: dict[str, tuple[str, str, str]] = {
+    "charging": ("charging_switch", "Charging", "mdi:battery-charging"),
+    "discharging": ("discharging_switch", "Discharging", "mdi:power-plug"),
+    "balancing": ("balancer_switch", "Balancing", "mdi:battery-heart-variant"),
+}
+
+
+def switch_configs(
+    name: str,
+    reading: Reading,
+    device: dict[str, Any],
+    *,
+    base_topic: str,
+    prefix: str,
+    node_id: str,
+    switches: Collection[str],
 ) -> dict[str, str]:
-    """Config topic -> retained JSON payload for every entity of BMS `name` (the current set)."""
+    """A `switch` per allowed control switch whose state the settings frame has shown.
+
+    Not optimistic: Home Assistant shows what the BMS reports (the metrics after the verified
+    write), never what it asked for."""
+    metrics = to_metrics(reading)
+    node = _slug(node_id)
+    out: dict[str, str] = {}
+    for switch in switches:
+        key, label, icon = SWITCH_ENTITIES[switch]
+        if key not in metrics:
+            continue
+        entity = Entity("switch", f"{switch}_control", label, key, icon=icon,
+                        template=f"{{{{ 'ON' if value_json.{key} else 'OFF' }}}}")  # fmt: skip
+        config = entity_config(entity, name, device, base_topic=base_topic)
+        config.update(
+            {
+                "command_topic": f"{base_topic}/jk/{name}/cmd/set",
+                "payload_on": json.dumps({switch: True}, separators=(",", ":")),
+                "payload_off": json.dumps({switch: False}, separators=(",", ":")),
+                "state_on": "ON",
+                "state_off": "OFF",
+                "optimistic": False,
+                "entity_category": "config",
+            }
+        )
+        topic = f"{prefix}/switch/{node}/{_slug(name)}_{entity.object_id}/config"
+        out[topic] = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
+    return out
+
+
+def discovery_configs(
+    name: str,
+    reading: Reading,
+    *,
+    base_topic: str,
+    prefix: str,
+    node_id: str,
+    switches: Collection[str] = (),
+) -> dict[str, str]:
+    """Config topic -> retained JSON payload for every entity of BMS `name` (the current set).
+
+    `switches`: the control switches to offer (only those enabled and allowed for writing)."""
     device = bms_device(name, reading, node_id=node_id)
     node = _slug(node_id)
     out: dict[str, str] = {}
@@ -397,4 +454,15 @@ def discovery_configs(
         topic = f"{prefix}/{entity.component}/{node}/{_slug(name)}_{entity.object_id}/config"
         config = entity_config(entity, name, device, base_topic=base_topic)
         out[topic] = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
+    out.update(
+        switch_configs(
+            name,
+            reading,
+            device,
+            base_topic=base_topic,
+            prefix=prefix,
+            node_id=node_id,
+            switches=switches,
+        )
+    )
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -17,17 +18,21 @@ from typing import Any
 from bluez_jk import __version__
 from bluez_jk.errors import ConfigError
 from bluez_jk.gateway import discovery
+from bluez_jk.gateway.audit import AuditLog
 from bluez_jk.gateway.config import (
     DeviceConfig,
     GatewayConfig,
     parse_remote_config,
 )
+from bluez_jk.gateway.control import ControlService, WriteFn
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
+from bluez_jk.reader import Reader
 from bluez_jk.reading import Reading
+from bluez_jk.writer import write_and_verify
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class Gateway:
         clock: Clock | None = None,
         link_factory: LinkFactory = MqttLink,
         notifier: Notifier | None = None,
+        writer: WriteFn | None = None,
     ) -> None:
         self.config = config
         self.base = config.mqtt.base_topic
@@ -92,9 +98,17 @@ class Gateway:
                 config.mqtt,
                 client_id=f"{self.node_id}-{device.name}",
                 will_topic=f"{prefix}online",
-                subscriptions=[f"{prefix}cmd/read", f"{prefix}cmd/config", f"{prefix}cmd/pause"],
+                subscriptions=[
+                    f"{prefix}cmd/read",
+                    f"{prefix}cmd/config",
+                    f"{prefix}cmd/pause",
+                    f"{prefix}cmd/set",
+                ],
                 on_message=self.handle_message,
             )
+        if writer is None and isinstance(reader, Reader):
+            writer = functools.partial(write_and_verify, reader)
+        self.control = ControlService(self, writer, AuditLog(config.state_dir))
 
     def topic(self, name: str, leaf: str) -> str:
         return f"{self.base}/jk/{name}/{leaf}"
@@ -152,7 +166,12 @@ class Gateway:
     def _publish_discovery(self, name: str, reading: Reading) -> None:
         ha = self.config.homeassistant
         configs = discovery.discovery_configs(
-            name, reading, base_topic=self.base, prefix=ha.prefix, node_id=self.node_id
+            name,
+            reading,
+            base_topic=self.base,
+            prefix=ha.prefix,
+            node_id=self.node_id,
+            switches=self.control.switches(name),
         )
         for topic, payload in configs.items():
             self.gateway_link.set_retained(topic, payload)
@@ -203,6 +222,8 @@ class Gateway:
                 self.links[name].publish(self.topic(name, "cmd/config/result"), _dumps(result))
             elif command == "cmd/pause":
                 self.apply_pause(name, payload)
+            elif command == "cmd/set":
+                self.control.handle(name, payload)
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
 
@@ -293,6 +314,7 @@ class Gateway:
             await self._shutdown(scheduler)
 
     async def _shutdown(self, scheduler: asyncio.Task[None]) -> None:
+        await self.control.close(1.0)  # a cancelled write session cleans up within ~0.1 s
         scheduler.cancel()
         # Cancelling a read makes the reader release notifications and disconnect.
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -22,6 +22,7 @@ FaultName = Literal[
     "stale-cache",
     "left-connected",
     "stop-discovery-rejected",
+    "ignore-writes",
 ]
 FAULT_NAMES: tuple[str, ...] = get_args(FaultName)
 

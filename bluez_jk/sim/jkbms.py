@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bluez_jk.protocol import ACK, encode_frame, parse_command
+from construct import ConstructError
+
+from bluez_jk.control.policy import BMS_RANGES
+from bluez_jk.protocol import ACK, REGISTERS, Command, encode_frame, parse_command
 from bluez_jk.protocol.errors import FrameError
 from bluez_jk.sim.devices import DeviceSpec
 from bluez_jk.sim.faults import FaultSet
@@ -48,6 +51,8 @@ class BmsState:
         self.cycles = 41
         self.started = time.monotonic()
         self.overrides: dict[str, Any] = {}
+        # Settings changed by register writes, shown in every later settings frame.
+        self.written: dict[str, Any] = {}
         self._last = time.monotonic()
 
     def advance(self) -> None:
@@ -101,6 +106,9 @@ class BmsState:
                 "discharging_switch_enabled": 1,
                 "temperature_sensor_present_bitmask": 0b00000111,
             }
+        for switch in ("charging_switch", "discharging_switch"):
+            if switch in self.written and self.spec.protocol != "JK04":
+                values[f"{switch}_enabled"] = self.written[switch]  # the MOSFET follows it
         values.update({k: v for k, v in self.overrides.items() if k != "voltages"})
         return values
 
@@ -126,6 +134,9 @@ class BmsState:
         return {"entry_count": len(entries), "entries": entries}
 
     def settings(self) -> dict[str, Any]:
+        return self._factory_settings() | self.written
+
+    def _factory_settings(self) -> dict[str, Any]:
         if self.spec.protocol == "JK04":
             return {
                 "cell_count": self.cells,
@@ -223,8 +234,37 @@ class JkBms:
             self._send_frame("logbook", counter=self._next_counter())
             self._send(ACK, "ack")
         else:
-            # Register writes and other requests: the board acknowledges them (2.4).
+            # Register writes and other requests: the board acknowledges them (2.4), whether
+            # it takes the value or not.
+            self._apply_register(command)
             self._send(ACK, "ack")
+
+    def _apply_register(self, command: Command) -> None:
+        """A register write changes the settings the next 0x01 frame shows, unless the value
+        is outside what the board accepts (then it is ignored, as the firmware does, 2.4) or
+        the `ignore-writes` fault is armed."""
+        found = [
+            (key, reg)
+            for key, reg in REGISTERS[self.spec.protocol].items()
+            if reg.code == command.code and reg.encoding.sizeof() == command.length
+        ]
+        if not found:
+            log.info("sim %s: no register 0x%02X, ignored", self.address, command.code)
+            return
+        key, register = found[0]
+        try:
+            raw = register.encoding.parse(command.value)
+        except ConstructError:
+            return
+        value = raw if register.div == 1 else raw / register.div
+        low, high = BMS_RANGES.get(key, (-math.inf, math.inf))
+        if not low <= value <= high:
+            log.info("sim %s: %s=%r outside %g..%g, ignored", self.address, key, value, low, high)
+            return
+        if self.faults.active("ignore-writes", self.address):
+            log.info("sim %s: ignore-writes, %s=%r not applied", self.address, key, value)
+            return
+        self.state.written[key] = value
 
     def _next_counter(self) -> int:
         self._counter = (self._counter + 1) & 0xFF

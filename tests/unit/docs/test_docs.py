@@ -27,6 +27,7 @@ from bluez_jk.cli import gateway as cli_gateway
 from bluez_jk.cli import read as cli_read
 from bluez_jk.cli import scan as cli_scan
 from bluez_jk.cli import sim as cli_sim
+from bluez_jk.cli import write as cli_write
 from bluez_jk.errors import ConfigError, ErrorType, Stage
 from bluez_jk.gateway import config as gateway_config
 from bluez_jk.gateway.discovery import Source
@@ -78,6 +79,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "jk-ble-decode": cli_decode.build_parser,
     "jk-ble-mqtt-gateway": cli_gateway._parser,
     "jk-ble-sim": cli_sim._parser,
+    "jk-ble-write": cli_write.build_parser,
 }
 
 
@@ -273,6 +275,9 @@ def test_every_topic_the_gateway_defines_is_in_docs_mqtt() -> None:
         "cmd/config",
         "cmd/config/result",
         "cmd/pause",
+        "cmd/set",
+        "cmd/set/result",
+        "audit",
     } <= leaves
     text = _doc("mqtt.md")
     headings = _headings("mqtt.md")
@@ -383,6 +388,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["mqtt"] = {"tls": probe}
     elif section == "homeassistant":
         raw["homeassistant"] = probe
+    elif section == "control":
+        raw["control"] = probe
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -399,6 +406,7 @@ CONFIG_SECTIONS = {
     "mqtt": "## `mqtt`",
     "mqtt.tls": "## `mqtt.tls`",
     "homeassistant": "## `homeassistant`",
+    "control": "## `control`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }
@@ -444,6 +452,7 @@ def _json_default(value: Any) -> str | None:
         (gateway_config.MqttConfig, "## `mqtt`"),
         (gateway_config.TlsConfig, "## `mqtt.tls`"),
         (gateway_config.HomeAssistantConfig, "## `homeassistant`"),
+        (gateway_config.ControlConfig, "## `control`"),
     ],
 )
 def test_documented_defaults_match_the_code(cls: Any, heading: str) -> None:

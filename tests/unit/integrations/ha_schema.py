@@ -173,3 +173,26 @@ BINARY_SENSOR_SCHEMA: dict[str, Any] = {
 }
 
 SCHEMAS = {"sensor": SENSOR_SCHEMA, "binary_sensor": BINARY_SENSOR_SCHEMA}
+
+# MQTT switch platform (HA docs, "MQTT Switch"): a command topic is required; `optimistic`
+# false makes HA show the reported state only.
+SWITCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["command_topic", "state_topic", "unique_id", "device"],
+    "additionalProperties": False,
+    "not": {"required": ["availability", "availability_topic"]},
+    "properties": {
+        **_COMMON,
+        "entity_category": {"enum": ["config", "diagnostic"]},
+        "command_topic": _TOPIC,
+        "command_template": _TEMPLATE,
+        "device_class": {"enum": ["outlet", "switch"]},
+        "optimistic": {"type": "boolean"},
+        "payload_on": {"type": "string"},
+        "payload_off": {"type": "string"},
+        "state_on": {"type": "string"},
+        "state_off": {"type": "string"},
+        "retain": {"type": "boolean"},
+    },
+}
+SCHEMAS["switch"] = SWITCH_SCHEMA
