@@ -22,7 +22,7 @@ from typing import Any
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import DeviceWatch
 from bluez_jk.bluez.errors import LinkLost
-from bluez_jk.bluez.gatt import JkChars, write_command
+from bluez_jk.bluez.gatt import JkChars, NotifyMode, write_command
 from bluez_jk.control.policy import same_value
 from bluez_jk.errors import BusError, ErrorInfo, JkError, ProtocolError
 from bluez_jk.protocol import CMD_CELL_INFO, REGISTERS, command
@@ -59,8 +59,10 @@ class _NotWritable(Exception):
 
 
 class _WriteSession(_Session):
-    def __init__(self, reader: Reader, req: ReadRequest, outcome: WriteOutcome) -> None:
-        super().__init__(reader, req, None)
+    def __init__(
+        self, reader: Reader, req: ReadRequest, outcome: WriteOutcome, default_mode: NotifyMode
+    ) -> None:
+        super().__init__(reader, req, None, default_mode)
         self.outcome = outcome
 
     async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
@@ -130,7 +132,7 @@ async def write_and_verify(
     if not any(key in registers for registers in REGISTERS.values()):
         outcome.error = ProtocolError(f"no register is named {key!r}", stage="write").to_info()
         return outcome
-    session = _WriteSession(reader, req, outcome)
+    session = _WriteSession(reader, req, outcome, await reader.default_notify_mode())
     try:
         await session.run()
     except _NotWritable as err:
