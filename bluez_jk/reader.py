@@ -246,9 +246,9 @@ _ACQUIRE_NO_REPLY = (
     "FFE1 'Notify acquired' for every client; " + _RESTART_HINT
 )
 _START_NO_REPLY = (
-    "StartNotify got no reply within {:.1f} s: BlueZ holds it while it tries to pair, which "
-    "it does when the BMS refuses the subscription (JK firmware >= 19.30 wants pairing; "
-    "see the README on pairing)"
+    "StartNotify got no reply: BlueZ holds it while it tries to pair, which it does when the "
+    "BMS refuses the subscription (JK firmware >= 19.30 wants pairing; see the README on "
+    "pairing)"
 )
 _STUCK_AFTER_RESET = (
     "FFE1 still reports 'Notify acquired' after the link was dropped, so no client holds it: "
@@ -290,6 +290,7 @@ class _Session:
         self.on_reading = on_reading
         self.interval_s = interval_s
         self.streamed = False
+        self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
@@ -360,9 +361,7 @@ class _Session:
                     decision.delay_s,
                 )
                 if decision.action == "give_up":
-                    if isinstance(err, NotifyAcquired) and tried.link_resets:
-                        # Still acquired after our own link reset ended every session on
-                        # the link: nobody holds it, bluetoothd lost track (fact 16).
+                    if isinstance(err, NotifyAcquired) and await self._wedged(bus, adapter_obj):
                         raise NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage) from err
                     raise
                 if decision.action == "start_notify":
@@ -376,6 +375,26 @@ class _Session:
                     await asyncio.sleep(decision.delay_s)
             else:
                 return
+
+    async def _wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> bool:
+        """"Notify acquired" on a link that is down: a disconnect ends every acquisition
+        (docs/bluez.md fact 8), so nobody holds it - bluetoothd lost track (fact 16)."""
+        if bus is None or adapter_obj is None:
+            return False
+        dev_obj = device_path(adapter_obj, self.req.address)
+        try:
+            objects = await bus.managed_objects(stage=self.stage, timeout_s=self.bound(2.0))
+        except JkError:
+            return False
+        device = objects.get(dev_obj, {}).get("org.bluez.Device1", {})
+        if device.get("Connected"):
+            return False
+        prefix = dev_obj + "/"
+        return any(
+            ifaces.get("org.bluez.GattCharacteristic1", {}).get("NotifyAcquired") is True
+            for path, ifaces in objects.items()
+            if path.startswith(prefix)
+        )
 
     def _set_deadline(self) -> None:
         self.deadline = asyncio.get_running_loop().time() + self.req.timeout_s
@@ -400,7 +419,16 @@ class _Session:
         await self._lock.aclose()
         self.locked = False
 
+    def _unanswered_subscription(self) -> JkError:
+        """AcquireNotify / StartNotify without an answer: what BlueZ 5.66 does when the BMS
+        refuses the CCCD write (the real-BlueZ tier, docs/bluez.md fact 16)."""
+        if self.mode == "acquire":
+            return NotifyStuck(_ACQUIRE_NO_REPLY, stage="subscribe")
+        return Timeout(_START_NO_REPLY, stage="subscribe")
+
     def _deadline_error(self) -> JkError:
+        if self.subscribing:
+            return self._unanswered_subscription()
         left = f"within {self.req.timeout_s:.1f} s"
         if self.stage in ("subscribe", "write", "collect"):
             got = self.decoder.got
@@ -527,22 +555,22 @@ class _Session:
     async def _subscribe(self, stack: AsyncExitStack, bus: BluezBus, chars: JkChars) -> None:
         call_s = self.bound(self.reader.timing.call_s)
         self.collector.ended = False
-        if self.mode == "acquire":
-            try:
+        self.subscribing = True
+        try:
+            if self.mode == "acquire":
                 await stack.enter_async_context(
                     acquired_notify(
                         bus, chars.notify, self.collector.on_chunk, self.collector.on_end, call_s
                     )
                 )
-            except Timeout as err:
-                raise NotifyStuck(_ACQUIRE_NO_REPLY, stage="subscribe") from err
-        else:
-            try:
+            else:
                 await stack.enter_async_context(
                     started_notify(bus, chars.notify, self.collector.on_chunk, call_s)
                 )
-            except Timeout as err:
-                raise Timeout(_START_NO_REPLY.format(call_s), stage="subscribe") from err
+        except Timeout as err:
+            raise self._unanswered_subscription() from err
+        # Not in a `finally`: the read's own deadline must still see the call unanswered.
+        self.subscribing = False
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
 
     async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:

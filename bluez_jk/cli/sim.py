@@ -15,6 +15,7 @@ from bluez_jk.sim.faults import FAULT_NAMES, Fault, parse_fault
 from bluez_jk.sim.server import Simulator
 from bluez_jk.sim.spawn import PrivateBus
 from bluez_jk.sim.timing import TIMINGS, TimingName
+from bluez_jk.sim.versions import BLUEZ_NAMES, BluezName
 
 DEFAULT_DEVICE = "C8:47:80:37:02:E8,adapter=hci0,protocol=JK02_32S,name=JK_PB2A16S20P,cells=16"
 
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         default="real",
         help="delays: real (BlueZ-like, the default), fast (tests), zero (none)",
     )
+    p.add_argument(
+        "--bluez",
+        choices=BLUEZ_NAMES,
+        default="5.66",
+        help="BlueZ version whose D-Bus behaviour to play (default 5.66, Debian 12 / Pi OS "
+        "bookworm): before 5.84 a failed AcquireNotify never replies and wedges the notify",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -73,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.spawn_bus:
             with PrivateBus(die_with_parent=True) as bus:
-                return asyncio.run(_serve(devices, faults, timing, bus.address))
+                return asyncio.run(_serve(devices, faults, timing, bus.address, args.bluez))
         address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
         if not address:
             print("jk-ble-sim: set DBUS_SYSTEM_BUS_ADDRESS or use --spawn-bus", file=sys.stderr)
             return 2
-        return asyncio.run(_serve(devices, faults, timing, address))
+        return asyncio.run(_serve(devices, faults, timing, address, args.bluez))
     except KeyboardInterrupt:
         return 0
 
@@ -88,13 +96,17 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 async def _serve(
-    devices: list[DeviceSpec], faults: list[Fault], timing: TimingName, address: str
+    devices: list[DeviceSpec],
+    faults: list[Fault],
+    timing: TimingName,
+    address: str,
+    bluez: BluezName = "5.66",
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Simulator(devices, faults, timing, bus_address=address) as sim:
+    async with Simulator(devices, faults, timing, bus_address=address, bluez=bluez) as sim:
         # Printed once org.bluez is owned, so whoever reads it can use the bus at once.
         print(f"DBUS_SYSTEM_BUS_ADDRESS={address}", flush=True)
         closed = asyncio.ensure_future(sim.wait_closed())

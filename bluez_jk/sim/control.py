@@ -91,7 +91,7 @@ class Control:
             "Connected": device.connected,
             "ServicesResolved": device.services_resolved,
             "Notifying": any(c.notifying for c in notify),
-            "NotifyAcquired": any(c.acquired is not None or c.foreign is not None for c in notify),
+            "NotifyAcquired": any(c.held for c in notify),
             "notify_sessions": sorted({s for c in notify for s in c.sessions}),
             "gatt": device.gatt.name if device.gatt is not None else None,
             "frames_sent": device.bms.frames_sent,

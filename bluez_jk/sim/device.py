@@ -35,6 +35,7 @@ class Device:
         self.dispatcher = world.dispatcher
         self.faults = world.faults
         self.events = world.events
+        self.bluez = world.bluez
         self.adapter = adapter
         self.adapter_name = adapter.name
         self.spec = spec

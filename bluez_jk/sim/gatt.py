@@ -16,6 +16,7 @@ from bluez_jk.sim import errors
 from bluez_jk.sim.dispatch import Call, DBusObject, Dispatcher, Interface, Method, Reply
 from bluez_jk.sim.eventlog import EventLog
 from bluez_jk.sim.faults import FaultSet
+from bluez_jk.sim.versions import BluezVersion, acquire_failure_wedges
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ _CCCD = 0x2902
 _CLAIMED = {0x1800, 0x1801, 0x180A, 0x180F}
 
 LayoutName = Literal["old", "new", "stale"]
+
+
+_SMP_TIMEOUT_S = 30.0
 
 
 def uuid128(short: int) -> str:
@@ -41,6 +45,7 @@ class GattHost(Protocol):
     dispatcher: Dispatcher
     faults: FaultSet
     events: EventLog
+    bluez: BluezVersion
 
     @property
     def link_up(self) -> bool: ...
@@ -171,6 +176,9 @@ class Characteristic:
         self.acquired: AcquiredSocket | None = None
         self.foreign: socket.socket | None = None  # the notify-acquired fault's other end
         self.write_acquired: AcquiredSocket | None = None
+        # A failed AcquireNotify on BlueZ < 5.84: "Notify acquired" with no holder, until
+        # bluetoothd restarts (docs/bluez.md fact 16).
+        self.wedged = False
         self._request_pending = False
         self.descriptor: Descriptor | None = None
         if spec.cccd is not None:
@@ -216,7 +224,7 @@ class Characteristic:
         if self.can_notify:
             props["Notifying"] = self.notifying
         if "notify" in flags:
-            props["NotifyAcquired"] = self.acquired is not None or self.foreign is not None
+            props["NotifyAcquired"] = self.held
         if "write-without-response" in flags:
             props["WriteAcquired"] = self.write_acquired is not None
         if self.host.link_up:
@@ -251,8 +259,6 @@ class Characteristic:
             raise errors.not_authorized()
         if self.write_acquired is not None:
             raise errors.write_acquired()
-        if self.host.faults.fire("auth-required", self.host.address):
-            raise errors.not_authorized()
         as_request = kind in ("request", "reliable") or (
             kind is None and "write-without-response" not in self.spec.flags
         )
@@ -279,15 +285,33 @@ class Characteristic:
             self.host.on_write(bytes(data))
         return None
 
+    @property
+    def held(self) -> bool:
+        return self.acquired is not None or self.foreign is not None or self.wedged
+
+    async def _refused_cccd(self) -> bool:
+        """The BMS answers the CCCD write with Insufficient Authentication (the auth-required
+        fault). BlueZ then raises the link's security, i.e. pairs on its own; without an
+        agent that cannot finish, and the call has no answer until SMP gives up (30 s)."""
+        if not (self.host.link_up and self.host.faults.fire("auth-required", self.host.address)):
+            return False
+        self.host.events.record(
+            "cccd_refused", self.host.address, self.host.adapter_name, path=self.path
+        )
+        return True
+
     async def _start_notify(self, call: Call) -> Reply | None:
         if not self.can_notify:
             raise errors.not_supported()
-        if self.acquired is not None or self.foreign is not None:
+        if self.held:
             raise errors.notify_acquired()
         if self.host.disconnecting:
             raise errors.not_connected()
         if call.sender in self.sessions:
             return None
+        if await self._refused_cccd():
+            await asyncio.sleep(_SMP_TIMEOUT_S)
+            raise errors.att_error(0x05)
         self.sessions.add(call.sender)
         self._log_notify("notify_start", call.sender, "start")
         if self.host.link_up:
@@ -302,6 +326,8 @@ class Characteristic:
             self._changed("Notifying")
 
     async def _stop_notify(self, call: Call) -> Reply | None:
+        if self.wedged and call.sender not in self.sessions:
+            raise errors.no_notify_session()
         if self.acquired is not None or self.foreign is not None:
             # BlueZ >= 5.51: any caller's StopNotify releases an acquired notify.
             self.release_acquired(reason="stop_notify")
@@ -323,12 +349,19 @@ class Characteristic:
     async def _acquire_notify(self, call: Call) -> Reply:
         if not self.host.link_up:
             raise errors.not_connected_failed()
-        if self.acquired is not None or self.foreign is not None:
+        if self.held:
             raise errors.notify_acquired()
         if self.sessions:
             raise errors.in_progress()
         if "notify" not in self.spec.flags:
             raise errors.not_supported()
+        if await self._refused_cccd():
+            if acquire_failure_wedges(self.host.bluez):
+                self.wedged = True
+                self._changed("NotifyAcquired")
+                self._log_notify("notify_wedged", call.sender, "acquire")
+                await asyncio.Future()  # never answered
+            raise errors.att_error(0x05)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         holder = AcquiredSocket(ours, lambda reason: self._acquired_closed(call.sender, reason))
         holder.on_data = self.host.on_write

@@ -19,6 +19,7 @@ from bluez_jk.sim.eventlog import EventLog
 from bluez_jk.sim.faults import Fault, FaultSet, normalize_mac
 from bluez_jk.sim.outbox import Outbox
 from bluez_jk.sim.timing import TIMINGS, TimingName
+from bluez_jk.sim.versions import BluezName, parse_bluez
 from bluez_jk.sim.world import World
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ class Simulator:
         faults: list[Fault] | None = None,
         timing: TimingName = "real",
         bus_address: str | None = None,
+        bluez: BluezName = "5.66",
     ) -> None:
         self.timing = TIMINGS[timing]
+        self.bluez = parse_bluez(bluez)
         self.faults = FaultSet(faults)
         self.events = EventLog()
         self.specs = devices
@@ -69,7 +72,9 @@ class Simulator:
         self._bus = bus
         self._outbox = Outbox(bus)
         self._dispatcher = Dispatcher(self._outbox)
-        self._world = World(self._dispatcher, self.timing, self.faults, self.events)
+        self._world = World(
+            self._dispatcher, self.timing, self.faults, self.events, bluez=self.bluez
+        )
         bus.add_message_handler(self._dispatcher.handle)
         self._dispatcher.name_lost.append(self._client_left)
         await self._call_daemon("AddMatch", "s", [_NAME_LOST_RULE])

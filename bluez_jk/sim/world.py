@@ -10,6 +10,7 @@ from bluez_jk.sim.dispatch import Dispatcher
 from bluez_jk.sim.eventlog import EventLog
 from bluez_jk.sim.faults import FaultSet
 from bluez_jk.sim.timing import Timing
+from bluez_jk.sim.versions import BluezVersion
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +19,15 @@ class World:
     """Everything shared by adapters and devices."""
 
     def __init__(
-        self, dispatcher: Dispatcher, timing: Timing, faults: FaultSet, events: EventLog
+        self,
+        dispatcher: Dispatcher,
+        timing: Timing,
+        faults: FaultSet,
+        events: EventLog,
+        bluez: BluezVersion = (5, 66),
     ) -> None:
         self.dispatcher = dispatcher
+        self.bluez = bluez
         self.timing = timing
         self.faults = faults
         self.events = events

@@ -33,7 +33,11 @@ def real_run() -> vm.Run:
         _skip_or_fail("BLUEZ_JK_REALBLUEZ=0")
     missing = vm.missing_prerequisites()
     if missing:
-        _skip_or_fail("missing " + "; ".join(missing) + " (bash tools/setup.sh installs them)")
+        _skip_or_fail(
+            "missing "
+            + "; ".join(missing)
+            + " (BLUEZ_JK_REALBLUEZ_SETUP=1 bash tools/setup.sh installs them)"
+        )
     work = Path(tempfile.mkdtemp(prefix="bluez-jk-realbluez-"))
     env = {k: os.environ[k] for k in ENV_KNOBS if k in os.environ}
     run = vm.run(work, env, deadline_s=float(os.environ.get("REALBLUEZ_DEADLINE_S", "870")))

@@ -46,6 +46,10 @@ class Run:
 def missing_prerequisites() -> list[str]:
     """What this host lacks to run the tier (empty: it can)."""
     missing = []
+    if os.uname().machine != "x86_64":
+        return [
+            f"an x86-64 host (this is {os.uname().machine}): the tier boots Debian's amd64 kernel"
+        ]
     if not shutil.which("qemu-system-x86_64"):
         missing.append("qemu-system-x86_64 (apt: qemu-system-x86)")
     if not kernel():

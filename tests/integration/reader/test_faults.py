@@ -47,7 +47,9 @@ PERSISTENT = [
     ("drop-mid-frame", "Disconnected"),
     ("bad-crc", "ProtocolError"),
     ("silent", "Timeout"),
-    ("auth-required", "AuthenticationRequired"),
+    # BlueZ 5.66 pairs on its own when the CCCD write is refused; without an agent StartNotify
+    # (auto's choice there) has no answer: a Timeout that names pairing (issue 12 pairs).
+    ("auth-required", "Timeout"),
 ]
 
 
@@ -110,6 +112,44 @@ async def test_persistent_fault_ends_in_its_error(
         assert props["notify_sessions"] == []
     else:
         assert_device_released(sim)
+
+
+async def test_a_wedged_acquire_notify_is_named_with_the_cure(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BlueZ 5.66 never answers an AcquireNotify whose CCCD write the BMS refused and keeps
+    FFE1 "Notify acquired" for good (the real-BlueZ tier shows it): NotifyStuck, with the
+    restart hint, for that read and for the next one whatever its mode; a bluetoothd restart
+    cures it."""
+    sim = sim_factory()
+    sim.set_fault("auth-required", count=1, address=ADDRESS)  # not re-armed by restart()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    async with Reader(timing=FAST) as reader:
+        first = await reader.read(
+            ReadRequest(name="jk1", address=ADDRESS, timeout_s=4.0, notify_mode="acquire")
+        )
+        second = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=4.0))
+    for reading in (first, second):
+        error = reading["error"]
+        assert error is not None
+        assert error["type"] == "NotifyStuck", error
+        assert "systemctl restart bluetooth" in error["message"]
+    assert sim.device_props(ADDRESS)["Connected"] is False
+    sim.restart()
+    async with Reader(timing=FAST) as reader:
+        cured = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=4.0))
+    assert cured["error"] is None, cured["error"]
+
+
+async def test_a_refused_subscription_times_out_naming_pairing(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, reading, _ = await _read(sim_factory, monkeypatch, "auth-required", 3.0)
+    error = reading["error"]
+    assert isinstance(error, dict)
+    assert error["stage"] == "subscribe"
+    assert "pair" in error["message"]
+    assert sim.device_props(ADDRESS)["NotifyAcquired"] is False
 
 
 async def test_rejected_stop_discovery_is_retried(

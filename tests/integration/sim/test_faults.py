@@ -3,6 +3,7 @@ as a plain dbus-fast client sees it: BlueZ's exact error names and texts, or its
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -238,14 +239,48 @@ async def test_slow_spaces_chunks_by_200_ms(sim: SimHandle) -> None:
         assert min(gaps) >= 0.15
 
 
-async def test_auth_required_refuses_writes(sim: SimHandle) -> None:
+async def test_auth_required_refuses_the_subscription_not_the_write(sim: SimHandle) -> None:
+    """As the real-BlueZ tier shows it: a BMS that wants pairing refuses the CCCD write; a
+    Write Without Response still goes out, and StartNotify gets no answer while BlueZ tries
+    to pair on its own (docs/bluez.md fact 16)."""
     sim.set_fault("auth-required", address=ADDRESS)
     async with client(sim.bus_address) as c:
         await c.connect_resolved()
-        assert await c.expect_error(CHAR, CHAR1, "WriteValue", "aya{sv}", [b"\x00", {}]) == (
-            "org.bluez.Error.NotAuthorized",
-            "Operation Not Authorized",
+        await c.call(CHAR, CHAR1, "WriteValue", "aya{sv}", [b"\x00", {}])
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await c.call(CHAR, CHAR1, "StartNotify", "", [])
+    assert sim.wait_log(lambda e: e["event"] == "cccd_refused")
+
+
+async def test_a_refused_acquire_notify_wedges_bluez_5_66_until_restart(
+    sim_factory: Factory,
+) -> None:
+    sim = sim_factory(faults=[f"auth-required:1@{ADDRESS}"])
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await c.call(CHAR, CHAR1, "AcquireNotify", "a{sv}", [{}])
+        await c.call(DEV, "org.bluez.Device1", "Disconnect", "", [])
+    assert sim.device_props(ADDRESS)["NotifyAcquired"] is True
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        assert await c.expect_error(CHAR, CHAR1, "StartNotify", "", []) == (
+            "org.bluez.Error.NotPermitted",
+            "Notify acquired",
         )
+    sim.restart()
+    assert sim.device_props(ADDRESS)["NotifyAcquired"] is False
+
+
+async def test_bluez_5_84_answers_a_refused_acquire_notify(sim_factory: Factory) -> None:
+    sim = sim_factory(faults=[f"auth-required:1@{ADDRESS}"], bluez="5.84")
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        name, _ = await c.expect_error(CHAR, CHAR1, "AcquireNotify", "a{sv}", [{}])
+        assert name == "org.bluez.Error.Failed"
+    assert sim.device_props(ADDRESS)["NotifyAcquired"] is False
 
 
 async def test_stale_cache_hides_ffe0_until_remove_device(sim_factory: Factory) -> None:
