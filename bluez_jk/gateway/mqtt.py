@@ -195,7 +195,14 @@ class MqttLink:
             self.on_message(topic, payload)
 
     def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        try:
+            info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        except (ValueError, TypeError) as err:
+            # paho refuses a topic with wildcards or one too long; a single bad topic (e.g.
+            # from a hand-edited state file) must not stop the others after a reconnect.
+            log.warning("mqtt publish refused topic=%r error=%s", topic[:80], err)
+            self._retained.pop(topic, None)
+            return
         self._handed.add(info.mid)
         self._idle.clear()
 

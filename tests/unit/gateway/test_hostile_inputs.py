@@ -1,0 +1,142 @@
+"""Issue 18: hostile values in the config file, the state file and `cmd/config`. Every path
+answers with a typed error; a damaged state file never stops a start and is never lost."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bluez_jk.cli.gateway import main
+from bluez_jk.gateway.state import STATE_FILE, StateStore
+from tests.unit.gateway.test_commands import make_gateway, results
+
+HUGE_INT = "9" * 400  # beyond a float: OverflowError in math.isfinite / format
+OVER_LIMIT = "9" * 5000  # beyond Python's 4,300-digit int conversion limit: ValueError
+DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError in json.loads
+
+HOSTILE_NUMBERS = [HUGE_INT, "-" + HUGE_INT, "1" + "0" * 309, OVER_LIMIT, "1e400"]
+
+
+def write_config(tmp_path: Path, interval: str, **mqtt: Any) -> Path:
+    path = tmp_path / "gw.json"
+    device = '{"name": "jk1", "address": "C8:47:80:37:02:E1"}'
+    mqtt_text = json.dumps({"base_topic": "b", **mqtt})
+    path.write_text(
+        f'{{"mqtt": {mqtt_text}, "state_dir": "{tmp_path / "state"}", '
+        f'"poll_interval_s": {interval}, "devices": [{device}]}}'
+    )
+    return path
+
+
+@pytest.mark.parametrize("number", [*HOSTILE_NUMBERS, DEEP])
+def test_check_config_answers_config_error_for_hostile_numbers(
+    tmp_path: Path, number: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, number)
+    assert main(["--check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("config error: "), err[:300]
+    assert "Traceback" not in err
+    assert len(err) < 400  # a 5,000-digit number is described, not echoed
+
+
+def test_non_utf8_password_file_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "secret").write_bytes(b"\xff\xfe pass")
+    path = write_config(tmp_path, "10", username="u", password_file="secret")
+    assert main(["--check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "config error: mqtt.password_file:" in err
+    assert "not UTF-8" in err
+
+
+@pytest.mark.parametrize("number", [HUGE_INT, "-" + HUGE_INT, "1" + "0" * 309, "1e400"])
+def test_cmd_config_answers_hostile_numbers(tmp_path: Path, number: str) -> None:
+    gateway = make_gateway(tmp_path)
+    gateway.handle_message("b/jk/jk1/cmd/config", f'{{"poll_interval_s": {number}}}'.encode())
+    gateway.handle_message("b/jk/jk1/cmd/config", ("[" * 3000).encode())
+    first, second = results(gateway.links["jk1"])
+    assert first["ok"] is False
+    assert "poll_interval_s" in first["error"]
+    assert second["ok"] is False
+    assert gateway.scheduler.devices["jk1"].config.poll_interval_s == 10
+
+
+def damaged_states() -> list[bytes]:
+    return [
+        f'{{"overrides": {{"jk1": {{"poll_interval_s": {HUGE_INT}}}}}}}'.encode(),
+        f'{{"overrides": {{"jk1": {{"poll_interval_s": {OVER_LIMIT}}}}}}}'.encode(),
+        DEEP.encode(),
+        ('{"overrides": ' + "[" * 50_000 + "]" * 50_000 + "}").encode(),
+    ]
+
+
+@pytest.mark.parametrize("content", damaged_states(), ids=["huge", "digits", "deep", "deep2"])
+def test_damaged_state_file_is_set_aside_and_the_gateway_starts(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / STATE_FILE).write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        gateway = make_gateway(tmp_path)  # raised OverflowError / RecursionError before
+    assert gateway.scheduler.devices["jk1"].config.poll_interval_s == 10
+    kept = list(tmp_path.glob(f"{STATE_FILE}.damaged-*"))
+    assert len(kept) == 1
+    assert kept[0].read_bytes() == content
+    assert "state file damaged" in caplog.text
+    # The gateway writes a new state file from now on.
+    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
+    assert results(gateway.links["jk1"])[-1]["ok"] is True
+    assert json.loads((tmp_path / STATE_FILE).read_text())["overrides"]["jk1"] == {
+        "poll_interval_s": 3
+    }
+
+
+def test_wildcard_discovery_topics_in_the_state_file_are_dropped(tmp_path: Path) -> None:
+    bad = ["homeassistant/#", "a/+/b", "x\x00y", "", "\ud800"]
+    state = {"discovery": {"jk1": ["homeassistant/sensor/n/jk1_x/config"], "jk9": bad}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    store = StateStore(tmp_path)
+    store.load()
+    assert store.discovery == {"jk1": ["homeassistant/sensor/n/jk1_x/config"]}
+    assert len(list(tmp_path.glob(f"{STATE_FILE}.damaged-*"))) == 1
+
+
+def test_a_wildcard_retained_topic_never_breaks_a_link(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path)
+    link = gateway.gateway_link
+    link.connected = True  # paho's publish works offline; only its topic check matters here
+    link.clear_retained("homeassistant/#")  # paho raises ValueError for this
+    link.set_retained("b/ok", b"1")
+    assert link.retained("homeassistant/#") is None
+    assert link.retained("b/ok") == b"1"
+
+
+def test_unreadable_state_file_is_never_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Item 5: owned by another user (the tests run as root, so the refusal is simulated).
+    path = tmp_path / STATE_FILE
+    path.write_text('{"overrides": {"jk1": {"poll_interval_s": 7}}}')
+    real_read = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with caplog.at_level(logging.ERROR):
+        gateway = make_gateway(tmp_path)
+    assert "cannot be read" in caplog.text
+    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
+    result = results(gateway.links["jk1"])[-1]
+    assert result["ok"] is False
+    assert "cannot persist" in result["error"]
+    assert "not overwriting" in result["error"]
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"overrides": {"jk1": {"poll_interval_s": 7}}}
