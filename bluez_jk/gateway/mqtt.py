@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bluez_jk.gateway.config import MqttConfig
@@ -52,12 +56,45 @@ class Outgoing:
     payload: bytes
 
 
+# The largest packet the broker may send us (MQTT 5 CONNECT property; mosquitto 2 drops
+# bigger ones instead of delivering them). Commands are small JSON objects (4 KiB at most
+# are parsed); without this bound paho buffers and copies whatever arrives: one 200 MB
+# `cmd/config` took the gateway from 34 MiB to 630 MiB.
+MAX_INCOMING_PACKET = 16 * 1024
+
+
+# A takeover looks like this: dropped within TAKEOVER_QUICK_S of a successful connect,
+# TAKEOVER_DROPS times in a row. Logged on the first and then every TAKEOVER_LOG_EVERY-th.
+TAKEOVER_QUICK_S = 10.0
+TAKEOVER_DROPS = 3
+TAKEOVER_LOG_EVERY = 20
+
+
 def link_keepalive(keepalive_s: int) -> int:
     return max(1, keepalive_s // 2)
 
 
-def default_client_id() -> str:
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def node_name() -> str:
+    """The host's name as the gateway shows it (Home Assistant's gateway device, whose
+    identifiers must stay stable across upgrades)."""
     return f"bluez-jk-{socket.gethostname()[:40]}"
+
+
+def default_client_id(base_topic: str) -> str:
+    """A client id unique per installation: the host name says which machine, a hash of the
+    machine id and the base topic keeps two hosts of the same name (cloned SD cards, every
+    Pi called raspberrypi) or two gateways on one host from kicking each other off."""
+    machine = ""
+    for path in MACHINE_ID_FILES:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            machine = path.read_text(encoding="ascii").strip()
+            if machine:
+                break
+    digest = hashlib.sha256(f"{machine}\0{base_topic}".encode()).hexdigest()[:8]
+    return f"bluez-jk-{socket.gethostname()[:24]}-{digest}"
 
 
 def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
@@ -90,6 +127,9 @@ class MqttLink:
         self.closing = False
         self.connects = 0
         self.dropped = 0
+        self.taken_over = 0
+        self._quick_drops = 0
+        self._connected_at = 0.0
         self._queue: deque[Outgoing] = deque()
         self._queue_limit = queue_limit
         self._retained: dict[str, bytes] = {}
@@ -101,8 +141,10 @@ class MqttLink:
         self._client = self._make_client()
 
     def _make_client(self) -> paho.Client:
+        # MQTT 5 for its Maximum Packet Size (see MAX_INCOMING_PACKET) and for the reason a
+        # broker gives when it drops us (a session taken over by a client with our id).
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
         )
         if self.config.username is not None:
             client.username_pw_set(self.config.username, self.config.password)
@@ -158,8 +200,14 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""
         self._loop = asyncio.get_running_loop()
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = MAX_INCOMING_PACKET
         self._client.connect_async(
-            self.config.host, self.config.port, keepalive=link_keepalive(self.config.keepalive)
+            self.config.host,
+            self.config.port,
+            keepalive=link_keepalive(self.config.keepalive),
+            clean_start=True,  # and no session expiry: nothing outlives the connection
+            properties=properties,
         )
         self._client.loop_start()
 
@@ -169,6 +217,7 @@ class MqttLink:
             return
         self.connected = True
         self.connects += 1
+        self._connected_at = self._loop.time() if self._loop is not None else 0.0
         self._connected_event.set()
         log.info("mqtt connected client=%s connects=%d", self.client_id, self.connects)
         for topic in self.subscriptions:
@@ -179,10 +228,34 @@ class MqttLink:
         self._drain()
 
     def _on_disconnect(self, reason: str) -> None:
+        if not self.closing:
+            self._note_takeover(reason)
         if self.connected and not self.closing:
             log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
         self.connected = False
         self._connected_event.clear()
+
+    def _note_takeover(self, reason: str) -> None:
+        """Say by name when another client with our id keeps pushing us off the broker.
+
+        An MQTT 5 broker may say so (reason "Session taken over"); mosquitto 2.0 just closes
+        the socket. A link dropped within seconds of every successful connect, several times
+        in a row, is the same pattern (two hosts of one name once shared the default id)."""
+        loop = self._loop
+        now = loop.time() if loop is not None else 0.0
+        quick = self.connected and now - self._connected_at < TAKEOVER_QUICK_S
+        self._quick_drops = self._quick_drops + 1 if quick else 0
+        if reason != "Session taken over" and self._quick_drops < TAKEOVER_DROPS:
+            return
+        self.taken_over += 1
+        if self.taken_over % TAKEOVER_LOG_EVERY == 1:
+            log.error(
+                "mqtt session taken over (%d times): the broker keeps dropping client id %s, "
+                "most likely another client connects with the same id (a second gateway, or a "
+                "host with the same name). Give each gateway its own mqtt.client_id",
+                self.taken_over,
+                self.client_id,
+            )
 
     def _on_publish(self, mid: int) -> None:
         self._handed.discard(mid)

@@ -23,7 +23,7 @@ from bluez_jk.gateway.config import (
     parse_remote_config,
 )
 from bluez_jk.gateway.metrics import to_metrics
-from bluez_jk.gateway.mqtt import MqttLink, default_client_id
+from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
@@ -71,7 +71,10 @@ class Gateway:
     ) -> None:
         self.config = config
         self.base = config.mqtt.base_topic
-        self.node_id = config.mqtt.client_id or default_client_id()
+        # The discovery node id keeps its old default (Home Assistant entity ids hang on it);
+        # the MQTT client ids get one unique per installation.
+        self.node_id = config.mqtt.client_id or node_name()
+        client_id = config.mqtt.client_id or default_client_id(self.base)
         self.notifier = notifier or Notifier()
         self.store = StateStore(config.state_dir)
         self.store.load()
@@ -81,7 +84,7 @@ class Gateway:
         self.scheduler = Scheduler(reader, devices, self._on_reading, clock=clock)
         self.gateway_link = link_factory(
             config.mqtt,
-            client_id=f"{self.node_id}-gateway",
+            client_id=f"{client_id}-gateway",
             will_topic=f"{self.base}/gateway/online",
         )
         self.links: dict[str, MqttLink] = {}
@@ -90,7 +93,7 @@ class Gateway:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
                 config.mqtt,
-                client_id=f"{self.node_id}-{device.name}",
+                client_id=f"{client_id}-{device.name}",
                 will_topic=f"{prefix}online",
                 subscriptions=[f"{prefix}cmd/read", f"{prefix}cmd/config", f"{prefix}cmd/pause"],
                 on_message=self.handle_message,

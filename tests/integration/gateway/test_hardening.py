@@ -68,3 +68,60 @@ def test_a_silent_kept_bms_is_not_published_as_fresh(
         wait_online(probe, ["jk1"], b"true", timeout_s=10)
         assert gateway.terminate() == 0
     assert "Traceback" not in gateway.log()
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_huge_command_never_reaches_the_gateway(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """Item 7: the gateway asks the broker (MQTT 5 Maximum Packet Size) not to send packets
+    it would only refuse; a 30 MB `cmd/config` leaves its memory flat."""
+    sim = sim_factory([device_spec(MACS[0], "hci0")])
+    devices = [{"name": "jk1", "address": MACS[0], "adapter": "hci0"}]
+    config = gateway_config(mosquitto.port, tmp_path / "state", devices, poll_interval_s=2)
+    result_topic = "bms/jk/jk1/cmd/config/result"
+    with MqttProbe(mosquitto, [result_topic, "bms/jk/jk1/online"]) as probe:
+        gateway = gateway_factory(sim, config)
+        wait_online(probe, ["jk1"], b"true", timeout_s=20)
+        assert gateway.proc is not None
+        pid = gateway.proc.pid
+        before = rss_kib(pid)
+        probe.publish("bms/jk/jk1/cmd/config", b"{" + b" " * (30 << 20) + b"}")
+        time.sleep(2)  # what would have arrived has arrived
+        probe.publish("bms/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
+        answer = probe.wait_topic(result_topic, timeout_s=10)
+        assert answer.json()["ok"] is True  # the small one after it is answered
+        assert len(probe.on_topic(result_topic)) == 1  # the huge one never arrived
+        grown_mib = (rss_kib(pid, "VmHWM") - before) / 1024
+        assert grown_mib < 8, grown_mib
+        assert gateway.terminate() == 0
+    assert "Traceback" not in gateway.log()
+
+
+def test_a_client_id_takeover_is_logged_by_name(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """Item 8: two gateways sharing a client id (as two hosts of one name did with the old
+    default) now say so instead of an anonymous "Unspecified error"."""
+    sim = sim_factory([device_spec(MACS[0], "hci0"), device_spec(MACS[1], "hci1")])
+    configs = []
+    for index, base in enumerate(("bms", "other")):
+        devices = [{"name": "jk1", "address": MACS[index], "adapter": f"hci{index}"}]
+        config = gateway_config(mosquitto.port, tmp_path / f"state{index}", devices)
+        config["mqtt"] |= {"client_id": "same-id", "base_topic": base}
+        configs.append(config)
+    first = gateway_factory(sim, configs[0], name="gw1")
+    second = gateway_factory(sim, configs[1], name="gw2")
+    deadline = time.monotonic() + 20
+    while "mqtt session taken over" not in first.log() + second.log():
+        assert time.monotonic() < deadline, first.log()[-2000:]
+        time.sleep(0.1)
+    assert "client id same-id-" in first.log() + second.log()
+    first.stop()
+    second.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bluez_jk.cli.gateway import main
+from bluez_jk.gateway import mqtt
 from bluez_jk.gateway.state import STATE_FILE, StateStore
 from tests.unit.gateway.test_commands import make_gateway, results
 
@@ -140,3 +142,23 @@ def test_unreadable_state_file_is_never_overwritten(
     assert "not overwriting" in result["error"]
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"overrides": {"jk1": {"poll_interval_s": 7}}}
+
+
+def test_default_client_id_is_unique_per_installation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Item 8: two Pis both called "raspberrypi" had the same default id and kicked each other.
+    monkeypatch.setattr(socket, "gethostname", lambda: "raspberrypi")
+    ids = {}
+    for machine in ("a" * 32, "b" * 32):
+        path = tmp_path / machine
+        path.write_text(machine + "\n")
+        monkeypatch.setattr(mqtt, "MACHINE_ID_FILES", (path,))
+        for base in ("bms", "bms2"):
+            ids[(machine, base)] = mqtt.default_client_id(base)
+            assert mqtt.default_client_id(base) == ids[(machine, base)]  # stable
+    assert len(set(ids.values())) == 4
+    assert all(i.startswith("bluez-jk-raspberrypi-") for i in ids.values())
+    assert all(len(i) <= 64 for i in ids.values())
+    # Home Assistant's device identifiers keep their old, host-named form.
+    assert mqtt.node_name() == "bluez-jk-raspberrypi"
