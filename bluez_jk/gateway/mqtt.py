@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 DEFAULT_QUEUE_LIMIT = 1000
+# Answers to commands (`cmd/*/result`) wait in a queue of their own, this long at most.
+ANSWER_QUEUE_LIMIT = 100
 # Messages handed to paho and not yet acknowledged; paho re-sends these itself after a
 # reconnect, everything beyond stays in our bounded queue.
 MAX_HANDED = 50
@@ -131,6 +133,8 @@ class MqttLink:
         self._quick_drops = 0
         self._connected_at = 0.0
         self._queue: deque[Outgoing] = deque()
+        self._answers: deque[Outgoing] = deque()
+        self.answers_dropped = 0
         self._queue_limit = queue_limit
         self._retained: dict[str, bytes] = {}
         self._handed: set[int] = set()
@@ -260,7 +264,7 @@ class MqttLink:
     def _on_publish(self, mid: int) -> None:
         self._handed.discard(mid)
         self._drain()
-        if not self._handed and not self._queue:
+        if not self._handed and not self._queue and not self._answers:
             self._idle.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -280,17 +284,32 @@ class MqttLink:
         self._idle.clear()
 
     def _drain(self) -> None:
-        while self.connected and self._queue and len(self._handed) < MAX_HANDED:
-            item = self._queue.popleft()
+        # Readings first: answers to commands go out only when no Reading waits.
+        while self.connected and len(self._handed) < MAX_HANDED:
+            if self._queue:
+                item = self._queue.popleft()
+            elif self._answers:
+                item = self._answers.popleft()
+            else:
+                return
             self._send(item.topic, item.payload, retain=False)
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        """Queue a non-retained message; the oldest is dropped when the queue is full."""
+    def publish(self, topic: str, payload: bytes | str, *, answer: bool = False) -> None:
+        """Queue a non-retained message; the oldest is dropped when the queue is full.
+
+        Answers to commands have a small queue of their own, so that a flood of commands
+        can only ever displace other answers, never a Reading."""
         data = payload.encode() if isinstance(payload, str) else payload
-        if len(self._queue) >= self._queue_limit:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(Outgoing(topic, data))
+        queue, limit = (
+            (self._answers, ANSWER_QUEUE_LIMIT) if answer else (self._queue, self._queue_limit)
+        )
+        if len(queue) >= limit:
+            queue.popleft()
+            if answer:
+                self.answers_dropped += 1
+            else:
+                self.dropped += 1
+        queue.append(Outgoing(topic, data))
         self._idle.clear()
         self._drain()
 
@@ -312,7 +331,7 @@ class MqttLink:
 
     @property
     def queued(self) -> int:
-        return len(self._queue) + len(self._handed)
+        return len(self._queue) + len(self._answers) + len(self._handed)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         try:

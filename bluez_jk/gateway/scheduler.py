@@ -149,6 +149,8 @@ class DeviceState:
     last_delivery: float | None = None  # clock time of the last Reading of a kept device
     paused_until: float | None = None  # clock time
     paused_until_epoch: float | None = None
+    paused_since: float | None = None  # clock time the current (or last) pause began
+    attempts_at_pause: int = 0
     read_requested: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     op: asyncio.Task[None] | None = None
@@ -224,12 +226,36 @@ class Scheduler:
             state.op.cancel()  # the follow session restarts with the new settings
         state.wake.set()
 
+    def pause_refusal(self, name: str, minutes: float, max_minutes: float) -> str | None:
+        """Why a pause of `minutes` may not start or be renewed now, or None.
+
+        A pause and all its renewals end at most `max_minutes` after it began, and a new
+        pause needs one read attempt after the last one: a device is never kept dark
+        forever by renewing the pause."""
+        state = self.devices[name]
+        now = self.clock.now()
+        if state.paused_until is not None and now < state.paused_until:
+            began = state.paused_since if state.paused_since is not None else now
+            if now + minutes * 60.0 > began + max_minutes * 60.0 + 1e-6:
+                return (
+                    f"a pause lasts at most {max_minutes:g} minutes, renewals included; "
+                    f"this one can be extended by {(began + max_minutes * 60.0 - now) / 60:.0f}"
+                    " minutes more"
+                )
+            return None
+        if state.paused_since is not None and state.attempts <= state.attempts_at_pause:
+            return "the device is read once after a pause before it can be paused again"
+        return None
+
     def pause(self, name: str, minutes: float) -> None:
         state = self.devices[name]
         if minutes <= 0:
             state.paused_until = None
             state.paused_until_epoch = None
         else:
+            if state.paused_until is None or self.clock.now() >= state.paused_until:
+                state.paused_since = self.clock.now()
+                state.attempts_at_pause = state.attempts
             state.paused_until = self.clock.now() + minutes * 60.0
             state.paused_until_epoch = time.time() + minutes * 60.0
             if state.op is not None:

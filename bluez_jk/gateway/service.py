@@ -31,7 +31,14 @@ from bluez_jk.reading import Reading
 
 log = logging.getLogger(__name__)
 
+# One pause, renewals included, lasts at most this long (see Scheduler.pause_refusal).
 MAX_PAUSE_MINUTES = 24 * 60
+# Commands per device: COMMAND_BURST at once, then COMMAND_RATE_PER_S; the rest is dropped
+# (counted in meta, logged at most every COMMAND_LOG_EVERY_S). A person or an automation
+# never comes near this; a flood of 20,000 commands in 3 s does.
+COMMAND_RATE_PER_S = 5.0
+COMMAND_BURST = 20.0
+COMMAND_LOG_EVERY_S = 10.0
 # SIGTERM budget (systemd and the acceptance test allow 5 s): links released, then MQTT.
 SHUTDOWN_READS_S = 2.5
 SHUTDOWN_MQTT_S = 1.5
@@ -88,6 +95,9 @@ class Gateway:
             will_topic=f"{self.base}/gateway/online",
         )
         self.links: dict[str, MqttLink] = {}
+        self._command_tokens: dict[str, tuple[float, float]] = {}
+        self._dropped_logged: dict[str, float] = {}
+        self.commands_dropped: dict[str, int] = {}
         self.failed = False
         for device in devices:
             prefix = self.topic(device.name, "")
@@ -132,6 +142,8 @@ class Gateway:
                 "last_error_type": state.last_error_type,
                 "last_success": state.last_success,
                 "mqtt_dropped": link.dropped,
+                "mqtt_answers_dropped": link.answers_dropped,
+                "commands_dropped": self.commands_dropped.get(state.name, 0),
                 "mqtt_queued": link.queued,
             },
         }
@@ -197,17 +209,22 @@ class Gateway:
         name, _, command = topic[len(prefix) :].partition("/")
         if name not in self.links:
             return
+        if command not in ("cmd/read", "cmd/config", "cmd/pause") or not self._allow_command(name):
+            return
         try:
             if command == "cmd/read":
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
                 result = self.apply_remote_config(name, payload)
-                self.links[name].publish(self.topic(name, "cmd/config/result"), _dumps(result))
+                self._answer(name, "cmd/config/result", result)
             elif command == "cmd/pause":
-                self.apply_pause(name, payload)
+                self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
+
+    def _answer(self, name: str, leaf: str, result: dict[str, Any]) -> None:
+        self.links[name].publish(self.topic(name, leaf), _dumps(result), answer=True)
 
     def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, persist, then apply one cmd/config; the result payload."""
@@ -244,12 +261,20 @@ class Gateway:
             if other != name and state.config.address == address:
                 raise ConfigError(f"{address} is already device {other!r}", key="address")
 
-    def apply_pause(self, name: str, payload: bytes) -> None:
+    def apply_pause(self, name: str, payload: bytes) -> dict[str, Any]:
+        """Validate and apply one cmd/pause; the result payload (`cmd/pause/result`)."""
+        state = self.scheduler.devices[name]
+
+        def refused(reason: str) -> dict[str, Any]:
+            log.warning("cmd/pause refused device=%s reason=%s", name, reason)
+            return {"ok": False, "error": reason, "paused_until": state.paused_until_epoch}
+
+        if not self.config.allow_remote_config:
+            return refused("remote configuration is disabled (allow_remote_config: false)")
         try:
             raw = json.loads(payload[:4096].decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            log.warning("cmd/pause ignored device=%s reason=not JSON", name)
-            return
+            return refused("not valid JSON")
         minutes = raw.get("minutes") if isinstance(raw, dict) else None
         if (
             isinstance(minutes, bool)
@@ -257,15 +282,36 @@ class Gateway:
             or not math.isfinite(minutes)
             or not 0 <= minutes <= MAX_PAUSE_MINUTES
         ):
-            log.warning(
-                "cmd/pause ignored device=%s reason=minutes must be 0..%d",
-                name,
-                MAX_PAUSE_MINUTES,
-            )
-            return
+            return refused(f"minutes must be a number from 0 to {MAX_PAUSE_MINUTES}")
+        if minutes > 0:
+            reason = self.scheduler.pause_refusal(name, float(minutes), MAX_PAUSE_MINUTES)
+            if reason is not None:
+                return refused(reason)
         self.scheduler.pause(name, float(minutes))
         log.info("cmd/pause device=%s minutes=%s", name, minutes)
-        self.publish_meta(self.scheduler.devices[name])
+        self.publish_meta(state)
+        return {"ok": True, "error": None, "paused_until": state.paused_until_epoch}
+
+    def _allow_command(self, name: str) -> bool:
+        """Per-device token bucket: a flood of commands costs little and is logged rarely."""
+        now = self.scheduler.clock.now()
+        tokens, last = self._command_tokens.get(name, (COMMAND_BURST, now))
+        tokens = min(COMMAND_BURST, tokens + (now - last) * COMMAND_RATE_PER_S)
+        if tokens < 1.0:
+            self._command_tokens[name] = (tokens, now)
+            dropped = self.commands_dropped.get(name, 0) + 1
+            self.commands_dropped[name] = dropped
+            if now - self._dropped_logged.get(name, -math.inf) >= COMMAND_LOG_EVERY_S:
+                self._dropped_logged[name] = now
+                log.warning(
+                    "commands ignored device=%s dropped=%d reason=more than %g per second",
+                    name,
+                    dropped,
+                    COMMAND_RATE_PER_S,
+                )
+            return False
+        self._command_tokens[name] = (tokens - 1.0, now)
+        return True
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -13,8 +13,11 @@ import pytest
 
 from bluez_jk.cli.gateway import main
 from bluez_jk.gateway import mqtt
+from bluez_jk.gateway.mqtt import ANSWER_QUEUE_LIMIT
 from bluez_jk.gateway.state import STATE_FILE, StateStore
-from tests.unit.gateway.test_commands import make_gateway, results
+from bluez_jk.reading import new_reading
+from tests.unit.gateway.fakes import FakeClock
+from tests.unit.gateway.test_commands import answers, make_gateway, meta, results
 
 HUGE_INT = "9" * 400  # beyond a float: OverflowError in math.isfinite / format
 OVER_LIMIT = "9" * 5000  # beyond Python's 4,300-digit int conversion limit: ValueError
@@ -162,3 +165,95 @@ def test_default_client_id_is_unique_per_installation(
     assert all(len(i) <= 64 for i in ids.values())
     # Home Assistant's device identifiers keep their old, host-named form.
     assert mqtt.node_name() == "bluez-jk-raspberrypi"
+
+
+def test_a_command_flood_never_displaces_readings(tmp_path: Path) -> None:
+    # Item 6: 20,000 commands used to push 7,679 queued Readings out of the device's queue.
+    gateway = make_gateway(tmp_path)
+    state = gateway.scheduler.devices["jk1"]
+    link = gateway.links["jk1"]
+    for index in range(20_000):
+        gateway.handle_message("b/jk/jk1/cmd/config", b'{"timeout_s": "x"}')
+        if index % 1000 == 0:
+            gateway._on_reading(state, new_reading("jk1", state.config.address, "hci0"))
+    raws = [m for m in link._queue if m.topic == "b/jk/jk1/raw"]
+    assert len(raws) == 20
+    assert link.dropped == 0
+    # Only the first burst was handled; the rest was dropped before any work or logging.
+    assert len(results(link)) == 20
+    assert gateway.commands_dropped["jk1"] == 20_000 - 20
+    gateway.publish_meta(state)
+    assert meta(gateway, "jk1")["counters"]["commands_dropped"] == 20_000 - 20
+
+
+def test_answers_wait_behind_readings_in_a_queue_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt, "MAX_HANDED", 10_000)  # as if the broker acknowledged at once
+    gateway = make_gateway(tmp_path)
+    link = gateway.links["jk1"]
+    sent: list[str] = []
+
+    class Info:
+        mid = 0
+
+    def fake_publish(topic: str, payload: bytes, qos: int, retain: bool) -> Info:
+        sent.append(topic)
+        Info.mid += 1
+        return Info()
+
+    link._client.publish = fake_publish  # type: ignore[method-assign,assignment]
+    for index in range(ANSWER_QUEUE_LIMIT + 50):
+        link.publish("b/jk/jk1/cmd/config/result", b"{}", answer=True)
+        link.publish(f"b/jk/jk1/raw/{index}", b"{}")
+    assert link.answers_dropped == 50
+    assert link.dropped == 0
+    link.connected = True
+    link._drain()
+    # Every Reading goes out before the first answer.
+    first_answer = sent.index("b/jk/jk1/cmd/config/result")
+    assert first_answer == ANSWER_QUEUE_LIMIT + 50
+    assert all(t.startswith("b/jk/jk1/raw/") for t in sent[:first_answer])
+
+
+def pause(gateway: Any, minutes: float | str) -> dict[str, Any]:
+    gateway.handle_message("b/jk/jk1/cmd/pause", json.dumps({"minutes": minutes}).encode())
+    return answers(gateway.links["jk1"], "cmd/pause")[-1]
+
+
+def test_pause_obeys_allow_remote_config_and_answers(tmp_path: Path) -> None:
+    # Item 12: cmd/pause escaped allow_remote_config: false and was never answered.
+    gateway = make_gateway(tmp_path, allow_remote_config=False)
+    result = pause(gateway, 5)
+    assert result["ok"] is False
+    assert "allow_remote_config: false" in result["error"]
+    assert gateway.scheduler.devices["jk1"].paused_until is None
+    gateway = make_gateway(tmp_path / "on")
+    assert pause(gateway, "5") == {
+        "ok": False,
+        "error": "minutes must be a number from 0 to 1440",
+        "paused_until": None,
+    }
+    accepted = pause(gateway, 5)
+    assert accepted["ok"] is True
+    assert accepted["paused_until"] is not None
+
+
+async def test_pause_renewals_are_bounded(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path)
+    clock = gateway.scheduler.clock
+    assert isinstance(clock, FakeClock)
+    state = gateway.scheduler.devices["jk1"]
+    assert pause(gateway, 1440)["ok"] is True
+    clock.t += 600 * 60
+    renewed = pause(gateway, 1440)  # would end 34 h after the pause began
+    assert renewed["ok"] is False
+    assert "at most 1440 minutes" in renewed["error"]
+    assert pause(gateway, 840)["ok"] is True  # up to exactly 24 h in all
+    clock.t += 840 * 60 + 1  # the pause ran out; no read happened since
+    again = pause(gateway, 5)
+    assert again["ok"] is False
+    assert "read once after a pause" in again["error"]
+    state.attempts += 1  # the device was read
+    assert pause(gateway, 5)["ok"] is True
+    assert pause(gateway, 0)["ok"] is True  # resuming is always allowed
