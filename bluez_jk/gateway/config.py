@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,8 +235,16 @@ def check_name(value: str) -> str | None:
 
 
 def check_topic(value: str) -> str | None:
+    shown = ascii(value[:40])
     if not TOPIC_RE.fullmatch(value) or len(value) > 200:
-        return f"{value[:40]!r} is not a topic prefix (no + or #, no empty levels)"
+        return f"{shown} is not a topic prefix (no + or #, no empty levels)"
+    if value.startswith("$"):
+        # Brokers reserve $-topics ($SYS/...): they drop what clients publish there.
+        return f"{shown} starts with $, which brokers reserve for themselves"
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        # Control characters confuse every consumer; a lone surrogate is not UTF-8 and
+        # cannot be sent at all (paho fails on it at connect, in the last will).
+        return f"{shown} contains a control character or invalid Unicode"
     return None
 
 

@@ -257,3 +257,34 @@ async def test_pause_renewals_are_bounded(tmp_path: Path) -> None:
     state.attempts += 1  # the device was read
     assert pause(gateway, 5)["ok"] is True
     assert pause(gateway, 0)["ok"] is True  # resuming is always allowed
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("base_topic", "$SYS/bms", "starts with $"),
+        ("base_topic", "bms\x07", "control character"),
+        ("base_topic", "bms\n2", "control character"),
+        ("base_topic", "bms\ud800", "invalid Unicode"),
+        ("prefix", "$share/ha", "starts with $"),
+        ("prefix", "home\x1bassistant", "control character"),
+        ("prefix", "ha\udfff", "invalid Unicode"),
+    ],
+)
+def test_topics_that_cannot_work_are_refused(
+    tmp_path: Path, key: str, value: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Item 9: these passed --check-config; a lone surrogate then failed at start (exit 1).
+    doc: dict[str, Any] = {
+        "mqtt": {},
+        "homeassistant": {"enabled": True},
+        "devices": [{"name": "jk1", "address": "C8:47:80:37:02:E1"}],
+    }
+    section = "mqtt" if key == "base_topic" else "homeassistant"
+    doc[section][key] = value
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(doc))  # ensure_ascii: \\ud800 stays a JSON escape
+    assert main(["--check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"config error: {section}.{key}:" in err
+    assert reason in err
