@@ -25,6 +25,7 @@ from bluez_jk.gateway.config import (
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
+from bluez_jk.gateway.overrides import resolve
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
 from bluez_jk.reading import Reading
@@ -87,6 +88,7 @@ class Gateway:
         self.store.load()
         # File values per device; runtime overrides are layered on top of these.
         self.file_devices = {d.name: d for d in config.devices}
+        self.overrides = self._startup_overrides()
         devices = [self._effective(d) for d in config.devices]
         self.scheduler = Scheduler(reader, devices, self._on_reading, clock=clock)
         self.gateway_link = link_factory(
@@ -112,8 +114,26 @@ class Gateway:
     def topic(self, name: str, leaf: str) -> str:
         return f"{self.base}/jk/{name}/{leaf}"
 
+    def _startup_overrides(self) -> dict[str, dict[str, Any]]:
+        """The stored overrides that apply now (overrides.py has the rules); every override
+        in force or set aside is logged, and what was dropped is saved."""
+        found = resolve(
+            self.file_devices,
+            self.store.overrides,
+            self.store.bases,
+            allowed=self.config.allow_remote_config,
+        )
+        for note in found.notes:
+            log.info("runtime config %s", note)
+        for name in sorted(found.changed):
+            try:
+                self.store.set_overrides(name, found.kept[name], found.kept_bases[name])
+            except OSError as err:
+                log.warning("state not saved (runtime config) device=%s error=%s", name, err)
+        return found.effective
+
     def _effective(self, device: DeviceConfig) -> DeviceConfig:
-        overrides = self.store.overrides.get(device.name, {})
+        overrides = self.overrides.get(device.name, {})
         return device.with_overrides(overrides) if overrides else device
 
     # -- publishing ---------------------------------------------------------------------------
@@ -240,13 +260,19 @@ class Gateway:
         except ConfigError as err:
             log.warning("cmd/config refused device=%s reason=%s", name, err.message)
             return {"ok": False, "error": err.message, "applied": {}}
-        merged = {**self.store.overrides.get(name, {}), **overrides}
-        new_config = self.file_devices[name].with_overrides(merged)
+        file_device = self.file_devices[name]
+        merged = {**self.overrides.get(name, {}), **overrides}
+        bases = {
+            **self.store.bases.get(name, {}),
+            **{key: getattr(file_device, key) for key in overrides},
+        }
+        new_config = file_device.with_overrides(merged)
         try:
-            self.store.set_overrides(name, merged)
+            self.store.set_overrides(name, merged, bases)
         except OSError as err:
             # Not persisted means not applied: a restart would silently undo it.
             return {"ok": False, "error": f"cannot persist: {err}", "applied": {}}
+        self.overrides[name] = merged
         self.scheduler.reconfigure(name, new_config)
         state = self.scheduler.devices[name]
         self.publish_meta(state)

@@ -72,6 +72,8 @@ class StateStore:
         self.path = state_dir / STATE_FILE
         self.overrides: dict[str, dict[str, Any]] = {}
         self.discovery: dict[str, list[str]] = {}
+        # Per device, the config file's value each override replaced (see overrides.py).
+        self.bases: dict[str, dict[str, Any]] = {}
         # Why the file must not be replaced (it exists but could not be read), else None.
         self.unwritable: str | None = None
 
@@ -109,6 +111,13 @@ class StateStore:
             except (ConfigError, ValueError, RecursionError) as err:
                 dropped = True
                 log.warning("stored runtime config dropped device=%s reason=%s", name, err)
+        bases = raw.get("bases")
+        for name, values in (bases if isinstance(bases, dict) else {}).items():
+            try:
+                self.bases[str(name)] = validate_overrides(values)
+            except (ConfigError, ValueError, RecursionError):
+                dropped = True
+                log.warning("stored override bases dropped device=%s", name)
         discovery = raw.get("discovery")
         for name, topics in (discovery if isinstance(discovery, dict) else {}).items():
             if isinstance(topics, list) and all(valid_topic(t) for t in topics):
@@ -138,16 +147,28 @@ class StateStore:
             reason,
         )
 
-    def _write(self, overrides: dict[str, dict[str, Any]], discovery: dict[str, list[str]]) -> None:
+    def _write(
+        self,
+        overrides: dict[str, dict[str, Any]],
+        discovery: dict[str, list[str]],
+        bases: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Persist first, then adopt: a failed write leaves memory and file as they were."""
         if self.unwritable is not None:
             raise StateUnwritable(errno.EACCES, f"{self.unwritable}; not overwriting it")
-        body = {"version": 1, "overrides": overrides, "discovery": discovery}
+        bases = self.bases if bases is None else bases
+        body = {"version": 1, "overrides": overrides, "discovery": discovery, "bases": bases}
         write_atomic(self.path, json.dumps(body, indent=1, sort_keys=True).encode())
-        self.overrides, self.discovery = overrides, discovery
+        self.overrides, self.discovery, self.bases = overrides, discovery, bases
 
-    def set_overrides(self, name: str, overrides: dict[str, Any]) -> None:
-        self._write({**self.overrides, name: overrides}, self.discovery)
+    def set_overrides(
+        self, name: str, overrides: dict[str, Any], bases: dict[str, Any] | None = None
+    ) -> None:
+        """`bases`: the config file's value of each overridden key (kept as is when None)."""
+        new_bases = dict(self.bases)
+        if bases is not None:
+            new_bases[name] = bases
+        self._write({**self.overrides, name: overrides}, self.discovery, new_bases)
 
     def set_discovery(self, name: str, topics: list[str]) -> None:
         discovery = {k: v for k, v in self.discovery.items() if k != name}

@@ -288,3 +288,53 @@ def test_topics_that_cannot_work_are_refused(
     err = capsys.readouterr().err
     assert f"config error: {section}.{key}:" in err
     assert reason in err
+
+
+X = "C8:47:80:37:02:EE"
+
+
+def addresses(gateway: Any) -> dict[str, str]:
+    return {n: s.config.address for n, s in gateway.scheduler.devices.items()}
+
+
+def test_stored_overrides_follow_allow_remote_config_and_file_edits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Item 4: with remote configuration off the device went on using X every 86,400 s.
+    gateway = make_gateway(tmp_path)
+    gateway.handle_message(
+        "b/jk/jk1/cmd/config", json.dumps({"address": X, "poll_interval_s": 86400}).encode()
+    )
+    assert results(gateway.links["jk1"])[-1]["ok"] is True
+    with caplog.at_level(logging.INFO):
+        off = make_gateway(tmp_path, allow_remote_config=False)
+    assert off.scheduler.devices["jk1"].config.address == "C8:47:80:37:02:E1"
+    assert off.scheduler.devices["jk1"].config.poll_interval_s == 10
+    assert "ignored (allow_remote_config: false) device=jk1" in caplog.text
+    # Remote configuration back on: the overrides apply again, and the start lists them.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        on = make_gateway(tmp_path)
+    assert on.scheduler.devices["jk1"].config.address == X
+    assert "in force device=jk1" in caplog.text
+    # The operator edits the file's poll_interval_s for jk1: the file wins for that key.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        edited = make_gateway(tmp_path, poll_interval_s=20)
+    assert edited.scheduler.devices["jk1"].config.poll_interval_s == 20
+    assert edited.scheduler.devices["jk1"].config.address == X
+    assert "config file changed since device=jk1 key=poll_interval_s" in caplog.text
+    assert edited.store.overrides["jk1"] == {"address": X}
+
+
+def test_two_devices_never_share_an_effective_address(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path)
+    gateway.handle_message("b/jk/jk1/cmd/config", json.dumps({"address": X}).encode())
+    assert results(gateway.links["jk1"])[-1]["ok"] is True
+    # The file now gives jk2 address X: jk1's override yields, the file wins.
+    devices = [
+        {"name": "jk1", "address": "C8:47:80:37:02:E1", "adapter": "hci0"},
+        {"name": "jk2", "address": X, "adapter": "hci1"},
+    ]
+    restarted = make_gateway(tmp_path, devices=devices)
+    assert addresses(restarted) == {"jk1": "C8:47:80:37:02:E1", "jk2": X}
