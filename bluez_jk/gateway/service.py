@@ -242,6 +242,9 @@ class Gateway:
                 self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
+            if command != "cmd/read":  # still answered: the sender is waiting for a result
+                failed = {"ok": False, "error": "internal error, see the gateway's log"}
+                self._answer(name, f"{command}/result", failed)
 
     def _answer(self, name: str, leaf: str, result: dict[str, Any]) -> None:
         self.links[name].publish(self.topic(name, leaf), _dumps(result), answer=True)
@@ -305,7 +308,8 @@ class Gateway:
         if (
             isinstance(minutes, bool)
             or not isinstance(minutes, int | float)
-            or not math.isfinite(minutes)
+            # A float only: math.isfinite() of a 400-digit int raises OverflowError.
+            or (isinstance(minutes, float) and not math.isfinite(minutes))
             or not 0 <= minutes <= MAX_PAUSE_MINUTES
         ):
             return refused(f"minutes must be a number from 0 to {MAX_PAUSE_MINUTES}")

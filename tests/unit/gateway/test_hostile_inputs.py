@@ -234,6 +234,8 @@ def test_pause_obeys_allow_remote_config_and_answers(tmp_path: Path) -> None:
         "error": "minutes must be a number from 0 to 1440",
         "paused_until": None,
     }
+    huge = json.loads(HUGE_INT)
+    assert pause(gateway, huge)["error"] == "minutes must be a number from 0 to 1440"
     accepted = pause(gateway, 5)
     assert accepted["ok"] is True
     assert accepted["paused_until"] is not None
