@@ -3,7 +3,12 @@
 Every device has its own task. Reads on one adapter take turns through an `AdapterGate`, where
 a healthy device goes before one that is failing, so a broken BMS (whose reads run into their
 timeout) costs its neighbours at most the one read already in progress. Adapters run in
-parallel. A failing device backs off exponentially (capped), only on its own schedule.
+parallel. A failing device backs off exponentially (capped), only on its own schedule, counted
+from the end of its failed read and at least as long as that read took.
+
+A kept (`keep_connected`) device is watched too: a stream that delivers no Reading at all for
+longer than the reader's own staleness bound plus a grace is given up (an error Reading, a
+new session), and `stuck()` reports it to the systemd watchdog.
 
 The scheduler knows the reader only through `ReaderLike` and time only through `Clock`, so
 unit tests drive it with a fake reader and a fake clock.

@@ -125,11 +125,15 @@ class StateStore:
             else:
                 dropped = True
                 log.warning("stored discovery topics dropped device=%s (not valid topics)", name)
-        if dropped:
-            # Keep the original for the operator: the next write replaces the file.
-            self._set_aside("some entries were invalid", keep=True)
+        if dropped and self._set_aside("some entries were invalid", keep=True):
+            # The original is kept aside; rewrite the file with what was valid, or the same
+            # copy would be made again at every start.
+            try:
+                self._write(self.overrides, self.discovery, self.bases)
+            except OSError as err:
+                log.warning("state file not rewritten path=%s error=%s", self.path, err)
 
-    def _set_aside(self, reason: str, *, keep: bool = False) -> None:
+    def _set_aside(self, reason: str, *, keep: bool = False) -> bool:
         aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
         try:
             if keep:
@@ -139,13 +143,14 @@ class StateStore:
         except OSError as err:
             self.unwritable = f"damaged state file {self.path} could not be set aside ({err})"
             log.error("%s; it will not be overwritten", self.unwritable)  # noqa: TRY400
-            return
+            return False
         log.warning(
             "state file damaged, kept as %s; %s; starting from the config file reason=%s",
             aside,
             "valid entries kept" if keep else "no runtime settings loaded",
             reason,
         )
+        return True
 
     def _write(
         self,

@@ -109,6 +109,11 @@ def test_wildcard_discovery_topics_in_the_state_file_are_dropped(tmp_path: Path)
     store.load()
     assert store.discovery == {"jk1": ["homeassistant/sensor/n/jk1_x/config"]}
     assert len(list(tmp_path.glob(f"{STATE_FILE}.damaged-*"))) == 1
+    # The file now holds the valid part only: the next start makes no second copy.
+    again = StateStore(tmp_path)
+    again.load()
+    assert again.discovery == store.discovery
+    assert len(list(tmp_path.glob(f"{STATE_FILE}.damaged-*"))) == 1
 
 
 def test_a_wildcard_retained_topic_never_breaks_a_link(tmp_path: Path) -> None:
