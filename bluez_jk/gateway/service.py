@@ -243,7 +243,11 @@ class Gateway:
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
             if command != "cmd/read":  # still answered: the sender is waiting for a result
-                failed = {"ok": False, "error": "internal error, see the gateway's log"}
+                failed: dict[str, Any] = {"ok": False, "error": "internal error, see the log"}
+                if command == "cmd/config":
+                    failed["applied"] = {}
+                else:
+                    failed["paused_until"] = self.scheduler.devices[name].paused_until_epoch
                 self._answer(name, f"{command}/result", failed)
 
     def _answer(self, name: str, leaf: str, result: dict[str, Any]) -> None:

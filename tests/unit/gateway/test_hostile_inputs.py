@@ -345,3 +345,20 @@ def test_two_devices_never_share_an_effective_address(tmp_path: Path) -> None:
     ]
     restarted = make_gateway(tmp_path, devices=devices)
     assert addresses(restarted) == {"jk1": "C8:47:80:37:02:E1", "jk2": X}
+
+
+def test_a_failing_command_handler_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = make_gateway(tmp_path)
+
+    def broken(name: str, payload: bytes) -> dict[str, Any]:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(gateway, "apply_remote_config", broken)
+    monkeypatch.setattr(gateway, "apply_pause", broken)
+    gateway.handle_message("b/jk/jk1/cmd/config", b"{}")
+    gateway.handle_message("b/jk/jk1/cmd/pause", b"{}")
+    link = gateway.links["jk1"]
+    assert results(link) == [{"ok": False, "error": "internal error, see the log", "applied": {}}]
+    assert answers(link, "cmd/pause")[0]["ok"] is False
