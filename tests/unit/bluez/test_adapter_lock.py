@@ -120,3 +120,23 @@ fcntl.flock(f, fcntl.LOCK_EX)
 print("held", flush=True)
 time.sleep(60)
 """
+
+
+async def test_busy_names_the_holder_without_proc_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway's unit hides /proc/locks (ProcSubset=pid): the holder's recorded pid it is.
+    async with AdapterLock("hci0", timeout_s=1):
+        assert (tmp_path / "bluez-jk-hci0.lock").read_text() == f"{os.getpid()}\n"
+        real_read_text = Path.read_text
+
+        def no_proc_locks(self: Path, *args: object, **kwargs: object) -> str:
+            if str(self) == "/proc/locks":
+                raise FileNotFoundError(2, "No such file or directory")
+            return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "read_text", no_proc_locks)
+        with pytest.raises(Busy) as info:
+            async with AdapterLock("hci0", timeout_s=0.1):
+                pass
+        assert f"pid {os.getpid()} by the lock file" in info.value.message
