@@ -4,9 +4,11 @@ file per adapter (docs/design.md, "Concurrency and cleanup")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import pwd
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -18,10 +20,20 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.05
 
 
+# Created at boot by systemd/bluez-jk.tmpfiles.conf: writable by group bluetooth only (and
+# sticky), so that no other local user can create and hold our lock files. World-writable
+# /run/lock, where anyone can, is the fallback where that directory does not exist.
+PREFERRED_LOCK_DIR = Path("/run/bluez-jk")
+
+
 def lock_dir() -> Path:
     override = os.environ.get("BLUEZ_JK_LOCK_DIR")
     if override:
         return Path(override)
+    # Taken whenever it exists, writable or not: every process must pick the same directory
+    # or they would not exclude each other (an existing lock file opens without write access).
+    if PREFERRED_LOCK_DIR.is_dir():
+        return PREFERRED_LOCK_DIR
     run_lock = Path("/run/lock")
     if run_lock.is_dir() and os.access(run_lock, os.W_OK):
         return run_lock
@@ -53,6 +65,51 @@ def _open_lock_file(path: Path) -> int:
         return fd
 
 
+def lock_holder(fd: int) -> str:
+    """Who holds the flock on the file open as `fd`, from /proc/locks ("pid 123 jk-ble-read,
+    user pi; "), or "" where that cannot be told. A lock held by another user is the one
+    case where a user has to ask or act, so the message names them."""
+    st = os.fstat(fd)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 12345 fe:00:2147442 0 EOF"; waiters carry a "->" field.
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields[:2] or fields[5] != wanted:
+            continue
+        pid = fields[4]
+        return f"pid {pid}{_process_owner(pid)}; "
+    # No /proc/locks (the gateway's unit has ProcSubset=pid): the pid the last holder wrote.
+    with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
+        recorded = int(os.pread(fd, 32, 0).decode("ascii").strip())
+        return f"pid {recorded} by the lock file; "
+    return ""
+
+
+def _record_holder(path: Path) -> None:
+    """Write our pid into the lock file for `lock_holder` (only where we may: the file may
+    belong to another user; the lock itself never depends on this)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        finally:
+            os.close(fd)
+
+
+def _process_owner(pid: str) -> str:
+    text = ""
+    with contextlib.suppress(OSError):
+        text += " " + Path(f"/proc/{pid}/comm").read_text().strip()
+    with contextlib.suppress(OSError, KeyError):
+        text += ", user " + pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    return text
+
+
 class AdapterLock:
     """`async with AdapterLock("hci0", timeout_s=5):` - raises `Busy` after `timeout_s`.
 
@@ -79,7 +136,7 @@ class AdapterLock:
                     if loop.time() >= give_up_at:
                         raise Busy(
                             f"adapter {self.adapter} is in use by another process "
-                            f"(lock {self.path})",
+                            f"({lock_holder(fd)}lock {self.path})",
                             stage="lock",
                         ) from None
                     await asyncio.sleep(_POLL_S)
@@ -87,6 +144,7 @@ class AdapterLock:
             os.close(fd)
             raise
         self._fd = fd
+        _record_holder(self.path)
         log.debug("lock acquired adapter=%s path=%s", self.adapter, self.path)
         return self
 

@@ -190,6 +190,11 @@ class Reader:
             await asyncio.sleep(interval_s)
 
 
+def follow_stale_s(interval_s: float, timeout_s: float) -> float:
+    """How long a followed stream may stay without a frame before the session is given up."""
+    return max(3.0 * interval_s, timeout_s)
+
+
 async def read_once(
     req: ReadRequest,
     *,
@@ -377,7 +382,7 @@ class _Session:
                 return
 
     async def _wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> bool:
-        """"Notify acquired" on a link that is down: a disconnect ends every acquisition
+        """A "Notify acquired" on a link that is down: a disconnect ends every acquisition
         (docs/bluez.md fact 8), so nobody holds it - bluetoothd lost track (fact 16)."""
         if bus is None or adapter_obj is None:
             return False
@@ -528,9 +533,22 @@ class _Session:
         self.streamed = True
         self.stage = "collect"
         loop = asyncio.get_running_loop()
+        assembler = self.decoder.assembler
+        # A BMS can fall silent without the link dropping (hung firmware): the values held
+        # here then freeze. A snapshot goes out only when a frame arrived since the last one,
+        # and a stream silent for `stale_s` ends the session (an error Reading, a reconnect).
+        stale_s = follow_stale_s(self.interval_s, self.req.timeout_s)
+        published = -1
+        last_frame_at = loop.time()
         while True:
-            self.on_reading(self.snapshot())
-            next_at = loop.time() + self.interval_s
+            frames = int(assembler.frames)
+            if frames != published:
+                published = frames
+                last_frame_at = loop.time()
+                self.on_reading(self.snapshot())
+            elif loop.time() - last_frame_at >= stale_s:
+                raise Timeout(f"the BMS sent no frame for {stale_s:g} s", stage="collect")
+            next_at = min(loop.time() + self.interval_s, last_frame_at + stale_s)
             while loop.time() < next_at:
                 if self.collector.ended or not watch.connected or not watch.exists:
                     raise LinkLost("link dropped while following the stream", stage="collect")

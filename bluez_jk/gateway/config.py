@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,13 +211,22 @@ def check_number(value: Any, key: str, *, integer: bool = False) -> float | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be {'an integer' if integer else 'a number'}, not {_kind(value)}"
     if integer and not isinstance(value, int):
-        return f"must be an integer, not {value!r}"
-    if not math.isfinite(value):
+        return f"must be an integer, not {_shown(value)}"
+    # Python compares an int of any size with a float exactly; math.isfinite() and the
+    # `:g` format would raise OverflowError on an int beyond 1.8e308.
+    if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     low, high = RANGES[key]
     if not low <= value <= high:
-        return f"must be between {low:g} and {high:g}, got {value:g}"
+        return f"must be between {low:g} and {high:g}, got {_shown(value)}"
     return value
+
+
+def _shown(value: float) -> str:
+    """A number for a message: short even for a 4,000-digit integer."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def check_mac(value: str) -> str | None:
@@ -238,8 +248,16 @@ def check_name(value: str) -> str | None:
 
 
 def check_topic(value: str) -> str | None:
+    shown = ascii(value[:40])
     if not TOPIC_RE.fullmatch(value) or len(value) > 200:
-        return f"{value[:40]!r} is not a topic prefix (no + or #, no empty levels)"
+        return f"{shown} is not a topic prefix (no + or #, no empty levels)"
+    if value.startswith("$"):
+        # Brokers reserve $-topics ($SYS/...): they drop what clients publish there.
+        return f"{shown} starts with $, which brokers reserve for themselves"
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        # Control characters confuse every consumer; a lone surrogate is not UTF-8 and
+        # cannot be sent at all (paho fails on it at connect, in the last will).
+        return f"{shown} contains a control character or invalid Unicode"
     return None
 
 
@@ -307,6 +325,8 @@ def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as err:
             c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
+        except UnicodeDecodeError:
+            c.fail("mqtt.password_file", f"{path} is not UTF-8 text")
     return MqttConfig(
         host=cast(str, c.text(src, "host", "mqtt", "127.0.0.1", nullable=False, check=check_host)),
         port=int(c.number(src, "port", "mqtt", 1883, integer=True)),
@@ -508,14 +528,24 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(f"cannot read {file}: {err.strerror}", key="config") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file} is not UTF-8 text", key="config") from err
+    raw = parse_json(text, str(file), key="config")
+    return parse_config(raw, base_dir=file.resolve().parent)
+
+
+def parse_json(text: str | bytes, what: str, *, key: str) -> Any:
+    """json.loads with every way it can fail as one ConfigError: bad syntax, nesting deeper
+    than the interpreter's recursion limit, an integer of more than 4,300 digits."""
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(
-            f"{file} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
-            key="config",
+            f"{what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
+            key=key,
         ) from err
-    return parse_config(raw, base_dir=file.resolve().parent)
+    except RecursionError as err:
+        raise ConfigError(f"{what} is nested too deeply", key=key) from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} is not valid JSON: {err}", key=key) from err
 
 
 def parse_remote_config(payload: bytes) -> dict[str, Any]:
@@ -530,7 +560,7 @@ def parse_remote_config(payload: bytes) -> dict[str, Any]:
         )
     try:
         raw = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise ConfigError("not valid JSON", key="payload") from err
     c = _Checker()
     src = c.obj(raw, "payload", REMOTE_KEYS)

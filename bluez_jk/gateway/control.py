@@ -241,8 +241,8 @@ class ControlService:
         }
         self.audit.append(record, durable=outcome in WRITE_OUTCOMES)
         link = gateway.links[name]
-        link.publish(gateway.topic(name, "audit"), _compact(record))
-        link.publish(gateway.topic(name, "cmd/set/result"), _compact(result))
+        link.publish(gateway.topic(name, "audit"), _compact(record), answer=True)
+        link.publish(gateway.topic(name, "cmd/set/result"), _compact(result), answer=True)
         log.info("cmd/set device=%s source=%s outcome=%s reason=%s", name, source, outcome,
                  result["reason"])  # fmt: skip
 

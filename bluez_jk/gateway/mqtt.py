@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bluez_jk.gateway.config import MqttConfig
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 DEFAULT_QUEUE_LIMIT = 1000
+# Answers to commands (`cmd/*/result`) wait in a queue of their own, this long at most.
+ANSWER_QUEUE_LIMIT = 100
 # Messages handed to paho and not yet acknowledged; paho re-sends these itself after a
 # reconnect, everything beyond stays in our bounded queue.
 MAX_HANDED = 50
@@ -52,12 +58,45 @@ class Outgoing:
     payload: bytes
 
 
+# The largest packet the broker may send us (MQTT 5 CONNECT property; mosquitto 2 drops
+# bigger ones instead of delivering them). Commands are small JSON objects (4 KiB at most
+# are parsed); without this bound paho buffers and copies whatever arrives: one 200 MB
+# `cmd/config` took the gateway from 34 MiB to 630 MiB.
+MAX_INCOMING_PACKET = 16 * 1024
+
+
+# A takeover looks like this: dropped within TAKEOVER_QUICK_S of a successful connect,
+# TAKEOVER_DROPS times in a row. Logged on the first and then every TAKEOVER_LOG_EVERY-th.
+TAKEOVER_QUICK_S = 10.0
+TAKEOVER_DROPS = 3
+TAKEOVER_LOG_EVERY = 20
+
+
 def link_keepalive(keepalive_s: int) -> int:
     return max(1, keepalive_s // 2)
 
 
-def default_client_id() -> str:
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def node_name() -> str:
+    """The host's name as the gateway shows it (Home Assistant's gateway device, whose
+    identifiers must stay stable across upgrades)."""
     return f"bluez-jk-{socket.gethostname()[:40]}"
+
+
+def default_client_id(base_topic: str) -> str:
+    """A client id unique per installation: the host name says which machine, a hash of the
+    machine id and the base topic keeps two hosts of the same name (cloned SD cards, every
+    Pi called raspberrypi) or two gateways on one host from kicking each other off."""
+    machine = ""
+    for path in MACHINE_ID_FILES:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            machine = path.read_text(encoding="ascii").strip()
+            if machine:
+                break
+    digest = hashlib.sha256(f"{machine}\0{base_topic}".encode()).hexdigest()[:8]
+    return f"bluez-jk-{socket.gethostname()[:24]}-{digest}"
 
 
 def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
@@ -90,7 +129,12 @@ class MqttLink:
         self.closing = False
         self.connects = 0
         self.dropped = 0
+        self.taken_over = 0
+        self._quick_drops = 0
+        self._connected_at = 0.0
         self._queue: deque[Outgoing] = deque()
+        self._answers: deque[Outgoing] = deque()
+        self.answers_dropped = 0
         self._queue_limit = queue_limit
         self._retained: dict[str, bytes] = {}
         self._handed: set[int] = set()
@@ -101,8 +145,10 @@ class MqttLink:
         self._client = self._make_client()
 
     def _make_client(self) -> paho.Client:
+        # MQTT 5 for its Maximum Packet Size (see MAX_INCOMING_PACKET) and for the reason a
+        # broker gives when it drops us (a session taken over by a client with our id).
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
         )
         if self.config.username is not None:
             client.username_pw_set(self.config.username, self.config.password)
@@ -158,8 +204,14 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""
         self._loop = asyncio.get_running_loop()
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = MAX_INCOMING_PACKET
         self._client.connect_async(
-            self.config.host, self.config.port, keepalive=link_keepalive(self.config.keepalive)
+            self.config.host,
+            self.config.port,
+            keepalive=link_keepalive(self.config.keepalive),
+            clean_start=True,  # and no session expiry: nothing outlives the connection
+            properties=properties,
         )
         self._client.loop_start()
 
@@ -169,6 +221,7 @@ class MqttLink:
             return
         self.connected = True
         self.connects += 1
+        self._connected_at = self._loop.time() if self._loop is not None else 0.0
         self._connected_event.set()
         log.info("mqtt connected client=%s connects=%d", self.client_id, self.connects)
         for topic in self.subscriptions:
@@ -179,15 +232,39 @@ class MqttLink:
         self._drain()
 
     def _on_disconnect(self, reason: str) -> None:
+        if not self.closing:
+            self._note_takeover(reason)
         if self.connected and not self.closing:
             log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
         self.connected = False
         self._connected_event.clear()
 
+    def _note_takeover(self, reason: str) -> None:
+        """Say by name when another client with our id keeps pushing us off the broker.
+
+        An MQTT 5 broker may say so (reason "Session taken over"); mosquitto 2.0 just closes
+        the socket. A link dropped within seconds of every successful connect, several times
+        in a row, is the same pattern (two hosts of one name once shared the default id)."""
+        loop = self._loop
+        now = loop.time() if loop is not None else 0.0
+        quick = self.connected and now - self._connected_at < TAKEOVER_QUICK_S
+        self._quick_drops = self._quick_drops + 1 if quick else 0
+        if reason != "Session taken over" and self._quick_drops < TAKEOVER_DROPS:
+            return
+        self.taken_over += 1
+        if self.taken_over % TAKEOVER_LOG_EVERY == 1:
+            log.error(
+                "mqtt session taken over (%d times): the broker keeps dropping client id %s, "
+                "most likely another client connects with the same id (a second gateway, or a "
+                "host with the same name). Give each gateway its own mqtt.client_id",
+                self.taken_over,
+                self.client_id,
+            )
+
     def _on_publish(self, mid: int) -> None:
         self._handed.discard(mid)
         self._drain()
-        if not self._handed and not self._queue:
+        if not self._handed and not self._queue and not self._answers:
             self._idle.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -195,22 +272,44 @@ class MqttLink:
             self.on_message(topic, payload)
 
     def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        try:
+            info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        except (ValueError, TypeError) as err:
+            # paho refuses a topic with wildcards or one too long; a single bad topic (e.g.
+            # from a hand-edited state file) must not stop the others after a reconnect.
+            log.warning("mqtt publish refused topic=%r error=%s", topic[:80], err)
+            self._retained.pop(topic, None)
+            return
         self._handed.add(info.mid)
         self._idle.clear()
 
     def _drain(self) -> None:
-        while self.connected and self._queue and len(self._handed) < MAX_HANDED:
-            item = self._queue.popleft()
+        # Readings first: answers to commands go out only when no Reading waits.
+        while self.connected and len(self._handed) < MAX_HANDED:
+            if self._queue:
+                item = self._queue.popleft()
+            elif self._answers:
+                item = self._answers.popleft()
+            else:
+                return
             self._send(item.topic, item.payload, retain=False)
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        """Queue a non-retained message; the oldest is dropped when the queue is full."""
+    def publish(self, topic: str, payload: bytes | str, *, answer: bool = False) -> None:
+        """Queue a non-retained message; the oldest is dropped when the queue is full.
+
+        Answers to commands have a small queue of their own, so that a flood of commands
+        can only ever displace other answers, never a Reading."""
         data = payload.encode() if isinstance(payload, str) else payload
-        if len(self._queue) >= self._queue_limit:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(Outgoing(topic, data))
+        queue, limit = (
+            (self._answers, ANSWER_QUEUE_LIMIT) if answer else (self._queue, self._queue_limit)
+        )
+        if len(queue) >= limit:
+            queue.popleft()
+            if answer:
+                self.answers_dropped += 1
+            else:
+                self.dropped += 1
+        queue.append(Outgoing(topic, data))
         self._idle.clear()
         self._drain()
 
@@ -232,7 +331,7 @@ class MqttLink:
 
     @property
     def queued(self) -> int:
-        return len(self._queue) + len(self._handed)
+        return len(self._queue) + len(self._answers) + len(self._handed)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         try:

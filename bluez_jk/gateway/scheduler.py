@@ -3,7 +3,12 @@
 Every device has its own task. Reads on one adapter take turns through an `AdapterGate`, where
 a healthy device goes before one that is failing, so a broken BMS (whose reads run into their
 timeout) costs its neighbours at most the one read already in progress. Adapters run in
-parallel. A failing device backs off exponentially (capped), only on its own schedule.
+parallel. A failing device backs off exponentially (capped), only on its own schedule, counted
+from the end of its failed read and at least as long as that read took.
+
+A kept (`keep_connected`) device is watched too: a stream that delivers no Reading at all for
+longer than the reader's own staleness bound plus a grace is given up (an error Reading, a
+new session), and `stuck()` reports it to the systemd watchdog.
 
 The scheduler knows the reader only through `ReaderLike` and time only through `Clock`, so
 unit tests drive it with a fake reader and a fake clock.
@@ -24,7 +29,7 @@ from typing import Protocol
 
 from bluez_jk.errors import BusError, Timeout
 from bluez_jk.gateway.config import DeviceConfig
-from bluez_jk.reader import ReadRequest
+from bluez_jk.reader import ReadRequest, follow_stale_s
 from bluez_jk.reading import Reading, error_reading
 
 log = logging.getLogger(__name__)
@@ -146,8 +151,11 @@ class DeviceState:
     next_due: float = 0.0
     last_start: float | None = None
     busy_since: float | None = None
+    last_delivery: float | None = None  # clock time of the last Reading of a kept device
     paused_until: float | None = None  # clock time
     paused_until_epoch: float | None = None
+    paused_since: float | None = None  # clock time the current (or last) pause began
+    attempts_at_pause: int = 0
     read_requested: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     op: asyncio.Task[None] | None = None
@@ -223,12 +231,36 @@ class Scheduler:
             state.op.cancel()  # the follow session restarts with the new settings
         state.wake.set()
 
+    def pause_refusal(self, name: str, minutes: float, max_minutes: float) -> str | None:
+        """Why a pause of `minutes` may not start or be renewed now, or None.
+
+        A pause and all its renewals end at most `max_minutes` after it began, and a new
+        pause needs one read attempt after the last one: a device is never kept dark
+        forever by renewing the pause."""
+        state = self.devices[name]
+        now = self.clock.now()
+        if state.paused_until is not None and now < state.paused_until:
+            began = state.paused_since if state.paused_since is not None else now
+            if now + minutes * 60.0 > began + max_minutes * 60.0 + 1e-6:
+                return (
+                    f"a pause lasts at most {max_minutes:g} minutes, renewals included; "
+                    f"this one can be extended by {(began + max_minutes * 60.0 - now) / 60:.0f}"
+                    " minutes more"
+                )
+            return None
+        if state.paused_since is not None and state.attempts <= state.attempts_at_pause:
+            return "the device is read once after a pause before it can be paused again"
+        return None
+
     def pause(self, name: str, minutes: float) -> None:
         state = self.devices[name]
         if minutes <= 0:
             state.paused_until = None
             state.paused_until_epoch = None
         else:
+            if state.paused_until is None or self.clock.now() >= state.paused_until:
+                state.paused_since = self.clock.now()
+                state.attempts_at_pause = state.attempts
             state.paused_until = self.clock.now() + minutes * 60.0
             state.paused_until_epoch = time.time() + minutes * 60.0
             if state.op is not None:
@@ -238,13 +270,21 @@ class Scheduler:
     def stuck(self) -> list[str]:
         """Devices whose current operation outlived its timeout by far (watchdog input)."""
         now = self.clock.now()
-        return [
-            s.name
-            for s in self.devices.values()
-            if s.busy_since is not None
-            and not s.config.keep_connected
-            and now - s.busy_since > s.config.timeout_s + STUCK_GRACE_S
-        ]
+        stuck = []
+        for s in self.devices.values():
+            if s.config.keep_connected:
+                # A kept device is stuck when its stream has delivered nothing, not even an
+                # error Reading, for far longer than the bound after which it must give up.
+                if s.op is None or s.last_delivery is None:
+                    continue
+                limit = follow_stale_s(s.config.poll_interval_s, s.config.timeout_s)
+                if now - s.last_delivery > limit + s.config.timeout_s + 2 * STUCK_GRACE_S:
+                    stuck.append(s.name)
+            elif (
+                s.busy_since is not None and now - s.busy_since > s.config.timeout_s + STUCK_GRACE_S
+            ):
+                stuck.append(s.name)
+        return stuck
 
     # -- one device ---------------------------------------------------------------------------
 
@@ -292,7 +332,8 @@ class Scheduler:
                 state.paused_until = None
                 state.paused_until_epoch = None
                 state.next_due = now
-            if state.read_requested or now >= state.next_due:
+            # A clock may wake a hair early; never spin on such a rounding difference.
+            if state.read_requested or now >= state.next_due - 1e-6:
                 state.read_requested = False
                 return
             await self.clock.sleep_until(state.next_due, state.wake)
@@ -305,11 +346,19 @@ class Scheduler:
             state.busy_since = start
             reading = await self._guarded_read(config)
         self._record(state, reading)
-        state.next_due = (
-            start
-            + backoff_s(config.poll_interval_s, state.consecutive_failures)
-            + self._jitter(config.poll_interval_s)
-        )
+        # A healthy device keeps its rhythm from the start of each read. A failing one counts
+        # its backoff from the end of the failed read: a read that ran into a 20 s timeout
+        # would otherwise be due again the moment it let go of the adapter, and a silent BMS
+        # would hold its adapter nearly all the time, starving its healthy neighbours.
+        # It also waits at least as long as that read took, so that it holds a shared adapter
+        # at most about half of the time, whatever its timeout.
+        delay = backoff_s(config.poll_interval_s, state.consecutive_failures)
+        if state.healthy:
+            base = start
+        else:
+            base = self.clock.now()
+            delay = max(delay, base - start)
+        state.next_due = base + delay + self._jitter(config.poll_interval_s)
 
     async def _guarded_read(self, config: DeviceConfig) -> Reading:
         started = time.monotonic()
@@ -326,12 +375,42 @@ class Scheduler:
 
     async def _follow(self, state: DeviceState) -> None:
         config = state.config
-        state.last_start = self.clock.now()
+        state.last_start = state.last_delivery = self.clock.now()
+        delivered = asyncio.Event()
+
+        def on_reading(reading: Reading) -> None:
+            state.last_delivery = self.clock.now()
+            delivered.set()
+            self._record(state, reading)
+
+        follow = asyncio.ensure_future(
+            self.reader.follow(request_for(config), on_reading, config.poll_interval_s)
+        )
+        follow.add_done_callback(lambda _: delivered.set())
         try:
-            await self.reader.follow(
-                request_for(config), lambda r: self._record(state, r), config.poll_interval_s
-            )
-            log.warning("follow session ended device=%s", config.name)
+            # The reader ends a silent stream itself; this catches a reader that does not
+            # (no Reading at all for longer than its own bound plus a grace).
+            limit = follow_stale_s(config.poll_interval_s, config.timeout_s) + STUCK_GRACE_S
+            while not follow.done():
+                delivered.clear()
+                deadline = state.last_delivery + limit
+                if self.clock.now() >= deadline - 1e-6:  # as in _wait_turn
+                    follow.cancel()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(config.timeout_s + STUCK_GRACE_S):
+                            await asyncio.wait([follow])
+                    silent = Timeout(f"no Reading from the stream for {limit:g} s", stage="collect")
+                    self._record(
+                        state,
+                        error_reading(
+                            config.name, config.address, config.adapter, silent, time.monotonic()
+                        ),
+                    )
+                    break
+                await self.clock.sleep_until(deadline, delivered)
+            else:
+                follow.result()
+                log.warning("follow session ended device=%s", config.name)
         except Exception as err:  # follow should run until cancelled; restart it, never die
             log.exception("follow session failed device=%s", config.name)
             started = time.monotonic()
@@ -339,6 +418,11 @@ class Scheduler:
             self._record(
                 state, error_reading(config.name, config.address, config.adapter, error, started)
             )
+        finally:
+            if not follow.done():
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([follow])
         # The session ended by itself: retry on the failure backoff.
         failures = max(state.consecutive_failures, 1)
         state.next_due = self.clock.now() + backoff_s(config.poll_interval_s, failures)

@@ -26,8 +26,9 @@ from bluez_jk.gateway.config import (
 )
 from bluez_jk.gateway.control import ControlService, WriteFn
 from bluez_jk.gateway.metrics import to_metrics
-from bluez_jk.gateway.mqtt import MqttLink, default_client_id
+from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
+from bluez_jk.gateway.overrides import resolve
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
 from bluez_jk.reader import Reader
@@ -35,8 +36,16 @@ from bluez_jk.reading import Reading
 from bluez_jk.writer import write_and_verify
 
 log = logging.getLogger(__name__)
+COMMANDS = ("cmd/read", "cmd/config", "cmd/pause", "cmd/set")
 
+# One pause, renewals included, lasts at most this long (see Scheduler.pause_refusal).
 MAX_PAUSE_MINUTES = 24 * 60
+# Commands per device: COMMAND_BURST at once, then COMMAND_RATE_PER_S; the rest is dropped
+# (counted in meta, logged at most every COMMAND_LOG_EVERY_S). A person or an automation
+# never comes near this; a flood of 20,000 commands in 3 s does.
+COMMAND_RATE_PER_S = 5.0
+COMMAND_BURST = 20.0
+COMMAND_LOG_EVERY_S = 10.0
 # SIGTERM budget (systemd and the acceptance test allow 5 s): links released, then MQTT.
 SHUTDOWN_READS_S = 2.5
 SHUTDOWN_MQTT_S = 1.5
@@ -77,33 +86,35 @@ class Gateway:
     ) -> None:
         self.config = config
         self.base = config.mqtt.base_topic
-        self.node_id = config.mqtt.client_id or default_client_id()
+        # The discovery node id keeps its old default (Home Assistant entity ids hang on it);
+        # the MQTT client ids get one unique per installation.
+        self.node_id = config.mqtt.client_id or node_name()
+        client_id = config.mqtt.client_id or default_client_id(self.base)
         self.notifier = notifier or Notifier()
         self.store = StateStore(config.state_dir)
         self.store.load()
         # File values per device; runtime overrides are layered on top of these.
         self.file_devices = {d.name: d for d in config.devices}
+        self.overrides = self._startup_overrides()
         devices = [self._effective(d) for d in config.devices]
         self.scheduler = Scheduler(reader, devices, self._on_reading, clock=clock)
         self.gateway_link = link_factory(
             config.mqtt,
-            client_id=f"{self.node_id}-gateway",
+            client_id=f"{client_id}-gateway",
             will_topic=f"{self.base}/gateway/online",
         )
         self.links: dict[str, MqttLink] = {}
+        self._command_tokens: dict[str, tuple[float, float]] = {}
+        self._dropped_logged: dict[str, float] = {}
+        self.commands_dropped: dict[str, int] = {}
         self.failed = False
         for device in devices:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
                 config.mqtt,
-                client_id=f"{self.node_id}-{device.name}",
+                client_id=f"{client_id}-{device.name}",
                 will_topic=f"{prefix}online",
-                subscriptions=[
-                    f"{prefix}cmd/read",
-                    f"{prefix}cmd/config",
-                    f"{prefix}cmd/pause",
-                    f"{prefix}cmd/set",
-                ],
+                subscriptions=[prefix + command for command in COMMANDS],
                 on_message=self.handle_message,
             )
         if writer is None and isinstance(reader, Reader):
@@ -113,8 +124,26 @@ class Gateway:
     def topic(self, name: str, leaf: str) -> str:
         return f"{self.base}/jk/{name}/{leaf}"
 
+    def _startup_overrides(self) -> dict[str, dict[str, Any]]:
+        """The stored overrides that apply now (overrides.py has the rules); every override
+        in force or set aside is logged, and what was dropped is saved."""
+        found = resolve(
+            self.file_devices,
+            self.store.overrides,
+            self.store.bases,
+            allowed=self.config.allow_remote_config,
+        )
+        for note in found.notes:
+            log.info("runtime config %s", note)
+        for name in sorted(found.changed):
+            try:
+                self.store.set_overrides(name, found.kept[name], found.kept_bases[name])
+            except OSError as err:
+                log.warning("state not saved (runtime config) device=%s error=%s", name, err)
+        return found.effective
+
     def _effective(self, device: DeviceConfig) -> DeviceConfig:
-        overrides = self.store.overrides.get(device.name, {})
+        overrides = self.overrides.get(device.name, {})
         return device.with_overrides(overrides) if overrides else device
 
     # -- publishing ---------------------------------------------------------------------------
@@ -143,6 +172,8 @@ class Gateway:
                 "last_error_type": state.last_error_type,
                 "last_success": state.last_success,
                 "mqtt_dropped": link.dropped,
+                "mqtt_answers_dropped": link.answers_dropped,
+                "commands_dropped": self.commands_dropped.get(state.name, 0),
                 "mqtt_queued": link.queued,
             },
         }
@@ -213,19 +244,31 @@ class Gateway:
         name, _, command = topic[len(prefix) :].partition("/")
         if name not in self.links:
             return
+        if command not in COMMANDS or not self._allow_command(name):
+            return
         try:
             if command == "cmd/read":
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
                 result = self.apply_remote_config(name, payload)
-                self.links[name].publish(self.topic(name, "cmd/config/result"), _dumps(result))
+                self._answer(name, "cmd/config/result", result)
             elif command == "cmd/pause":
-                self.apply_pause(name, payload)
+                self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
             elif command == "cmd/set":
                 self.control.handle(name, payload)
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
+            if command != "cmd/read":  # still answered: the sender is waiting for a result
+                failed: dict[str, Any] = {"ok": False, "error": "internal error, see the log"}
+                if command == "cmd/config":
+                    failed["applied"] = {}
+                elif command == "cmd/pause":
+                    failed["paused_until"] = self.scheduler.devices[name].paused_until_epoch
+                self._answer(name, f"{command}/result", failed)
+
+    def _answer(self, name: str, leaf: str, result: dict[str, Any]) -> None:
+        self.links[name].publish(self.topic(name, leaf), _dumps(result), answer=True)
 
     def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, persist, then apply one cmd/config; the result payload."""
@@ -241,13 +284,19 @@ class Gateway:
         except ConfigError as err:
             log.warning("cmd/config refused device=%s reason=%s", name, err.message)
             return {"ok": False, "error": err.message, "applied": {}}
-        merged = {**self.store.overrides.get(name, {}), **overrides}
-        new_config = self.file_devices[name].with_overrides(merged)
+        file_device = self.file_devices[name]
+        merged = {**self.overrides.get(name, {}), **overrides}
+        bases = {
+            **self.store.bases.get(name, {}),
+            **{key: getattr(file_device, key) for key in overrides},
+        }
+        new_config = file_device.with_overrides(merged)
         try:
-            self.store.set_overrides(name, merged)
+            self.store.set_overrides(name, merged, bases)
         except OSError as err:
             # Not persisted means not applied: a restart would silently undo it.
             return {"ok": False, "error": f"cannot persist: {err}", "applied": {}}
+        self.overrides[name] = merged
         self.scheduler.reconfigure(name, new_config)
         state = self.scheduler.devices[name]
         self.publish_meta(state)
@@ -262,28 +311,58 @@ class Gateway:
             if other != name and state.config.address == address:
                 raise ConfigError(f"{address} is already device {other!r}", key="address")
 
-    def apply_pause(self, name: str, payload: bytes) -> None:
+    def apply_pause(self, name: str, payload: bytes) -> dict[str, Any]:
+        """Validate and apply one cmd/pause; the result payload (`cmd/pause/result`)."""
+        state = self.scheduler.devices[name]
+
+        def refused(reason: str) -> dict[str, Any]:
+            log.warning("cmd/pause refused device=%s reason=%s", name, reason)
+            return {"ok": False, "error": reason, "paused_until": state.paused_until_epoch}
+
+        if not self.config.allow_remote_config:
+            return refused("remote configuration is disabled (allow_remote_config: false)")
         try:
             raw = json.loads(payload[:4096].decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            log.warning("cmd/pause ignored device=%s reason=not JSON", name)
-            return
+            return refused("not valid JSON")
         minutes = raw.get("minutes") if isinstance(raw, dict) else None
         if (
             isinstance(minutes, bool)
             or not isinstance(minutes, int | float)
-            or not math.isfinite(minutes)
+            # A float only: math.isfinite() of a 400-digit int raises OverflowError.
+            or (isinstance(minutes, float) and not math.isfinite(minutes))
             or not 0 <= minutes <= MAX_PAUSE_MINUTES
         ):
-            log.warning(
-                "cmd/pause ignored device=%s reason=minutes must be 0..%d",
-                name,
-                MAX_PAUSE_MINUTES,
-            )
-            return
+            return refused(f"minutes must be a number from 0 to {MAX_PAUSE_MINUTES}")
+        if minutes > 0:
+            reason = self.scheduler.pause_refusal(name, float(minutes), MAX_PAUSE_MINUTES)
+            if reason is not None:
+                return refused(reason)
         self.scheduler.pause(name, float(minutes))
         log.info("cmd/pause device=%s minutes=%s", name, minutes)
-        self.publish_meta(self.scheduler.devices[name])
+        self.publish_meta(state)
+        return {"ok": True, "error": None, "paused_until": state.paused_until_epoch}
+
+    def _allow_command(self, name: str) -> bool:
+        """Per-device token bucket: a flood of commands costs little and is logged rarely."""
+        now = self.scheduler.clock.now()
+        tokens, last = self._command_tokens.get(name, (COMMAND_BURST, now))
+        tokens = min(COMMAND_BURST, tokens + (now - last) * COMMAND_RATE_PER_S)
+        if tokens < 1.0:
+            self._command_tokens[name] = (tokens, now)
+            dropped = self.commands_dropped.get(name, 0) + 1
+            self.commands_dropped[name] = dropped
+            if now - self._dropped_logged.get(name, -math.inf) >= COMMAND_LOG_EVERY_S:
+                self._dropped_logged[name] = now
+                log.warning(
+                    "commands ignored device=%s dropped=%d reason=more than %g per second",
+                    name,
+                    dropped,
+                    COMMAND_RATE_PER_S,
+                )
+            return False
+        self._command_tokens[name] = (tokens - 1.0, now)
+        return True
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -9,15 +9,19 @@ directory, so that a power cut leaves either the old or the new file, never half
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from bluez_jk.errors import ConfigError
-from bluez_jk.gateway.config import validate_overrides
+from bluez_jk.gateway.config import parse_json, validate_overrides
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,23 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+class StateUnwritable(OSError):
+    """The state file exists but could not be read: writing would destroy what it holds."""
+
+
+def valid_topic(topic: object) -> bool:
+    """A topic the gateway itself could have published: no wildcards, no NUL or other control
+    characters, valid UTF-8 (a lone surrogate is not), within MQTT's length limit."""
+    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic:
+        return False
+    if topic.startswith("$") or any(unicodedata.category(ch) == "Cc" for ch in topic):
+        return False
+    try:
+        return len(topic.encode("utf-8")) <= 65535
+    except UnicodeEncodeError:
+        return False
+
+
 class StateStore:
     """The state file of one gateway; every change is written through at once."""
 
@@ -51,38 +72,108 @@ class StateStore:
         self.path = state_dir / STATE_FILE
         self.overrides: dict[str, dict[str, Any]] = {}
         self.discovery: dict[str, list[str]] = {}
+        # Per device, the config file's value each override replaced (see overrides.py).
+        self.bases: dict[str, dict[str, Any]] = {}
+        # Why the file must not be replaced (it exists but could not be read), else None.
+        self.unwritable: str | None = None
 
     def load(self) -> None:
-        """Read the file; a missing file is a first start, a damaged entry is dropped."""
+        """Read the file; a missing file is a first start, a damaged entry is dropped.
+
+        A file that cannot be parsed is renamed aside (nothing is lost, the gateway starts
+        from its config file); a file that cannot be read at all (permissions) is left alone
+        and never overwritten."""
         try:
-            raw = json.loads(self.path.read_bytes())
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as err:
-            log.warning("state file unreadable, starting fresh path=%s error=%s", self.path, err)
+        except OSError as err:
+            self.unwritable = f"state file {self.path} cannot be read ({err.strerror})"
+            log.error(  # noqa: TRY400 - the cause is in the message, no traceback wanted
+                "%s; runtime settings are not loaded and will not be saved until it is "
+                "readable by the gateway's user (fix its owner or mode, or remove it)",
+                self.unwritable,
+            )
+            return
+        try:
+            raw = parse_json(data, f"state file {self.path}", key="state")
+        except ConfigError as err:
+            self._set_aside(err.message)
             return
         if not isinstance(raw, dict):
-            log.warning("state file is not an object, ignored path=%s", self.path)
+            self._set_aside("the state file is not a JSON object")
             return
+        dropped = False
         overrides = raw.get("overrides")
         for name, values in (overrides if isinstance(overrides, dict) else {}).items():
             try:
                 self.overrides[str(name)] = validate_overrides(values)
-            except ConfigError as err:
+            except (ConfigError, ValueError, RecursionError) as err:
+                dropped = True
                 log.warning("stored runtime config dropped device=%s reason=%s", name, err)
+        bases = raw.get("bases")
+        for name, values in (bases if isinstance(bases, dict) else {}).items():
+            try:
+                self.bases[str(name)] = validate_overrides(values)
+            except (ConfigError, ValueError, RecursionError):
+                dropped = True
+                log.warning("stored override bases dropped device=%s", name)
         discovery = raw.get("discovery")
         for name, topics in (discovery if isinstance(discovery, dict) else {}).items():
-            if isinstance(topics, list) and all(isinstance(t, str) for t in topics):
+            if isinstance(topics, list) and all(valid_topic(t) for t in topics):
                 self.discovery[str(name)] = list(topics)
+            else:
+                dropped = True
+                log.warning("stored discovery topics dropped device=%s (not valid topics)", name)
+        if dropped and self._set_aside("some entries were invalid", keep=True):
+            # The original is kept aside; rewrite the file with what was valid, or the same
+            # copy would be made again at every start.
+            try:
+                self._write(self.overrides, self.discovery, self.bases)
+            except OSError as err:
+                log.warning("state file not rewritten path=%s error=%s", self.path, err)
 
-    def _write(self, overrides: dict[str, dict[str, Any]], discovery: dict[str, list[str]]) -> None:
+    def _set_aside(self, reason: str, *, keep: bool = False) -> bool:
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        try:
+            if keep:
+                shutil.copy2(self.path, aside)
+            else:
+                os.replace(self.path, aside)
+        except OSError as err:
+            self.unwritable = f"damaged state file {self.path} could not be set aside ({err})"
+            log.error("%s; it will not be overwritten", self.unwritable)  # noqa: TRY400
+            return False
+        log.warning(
+            "state file damaged, kept as %s; %s; starting from the config file reason=%s",
+            aside,
+            "valid entries kept" if keep else "no runtime settings loaded",
+            reason,
+        )
+        return True
+
+    def _write(
+        self,
+        overrides: dict[str, dict[str, Any]],
+        discovery: dict[str, list[str]],
+        bases: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Persist first, then adopt: a failed write leaves memory and file as they were."""
-        body = {"version": 1, "overrides": overrides, "discovery": discovery}
+        if self.unwritable is not None:
+            raise StateUnwritable(errno.EACCES, f"{self.unwritable}; not overwriting it")
+        bases = self.bases if bases is None else bases
+        body = {"version": 1, "overrides": overrides, "discovery": discovery, "bases": bases}
         write_atomic(self.path, json.dumps(body, indent=1, sort_keys=True).encode())
-        self.overrides, self.discovery = overrides, discovery
+        self.overrides, self.discovery, self.bases = overrides, discovery, bases
 
-    def set_overrides(self, name: str, overrides: dict[str, Any]) -> None:
-        self._write({**self.overrides, name: overrides}, self.discovery)
+    def set_overrides(
+        self, name: str, overrides: dict[str, Any], bases: dict[str, Any] | None = None
+    ) -> None:
+        """`bases`: the config file's value of each overridden key (kept as is when None)."""
+        new_bases = dict(self.bases)
+        if bases is not None:
+            new_bases[name] = bases
+        self._write({**self.overrides, name: overrides}, self.discovery, new_bases)
 
     def set_discovery(self, name: str, topics: list[str]) -> None:
         discovery = {k: v for k, v in self.discovery.items() if k != name}

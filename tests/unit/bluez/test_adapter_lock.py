@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from bluez_jk import adapter_lock
 from bluez_jk.adapter_lock import AdapterLock, lock_path
 from bluez_jk.errors import Busy
 
@@ -77,3 +80,63 @@ async def test_an_existing_read_only_lock_file_still_locks() -> None:
         with pytest.raises(Busy):
             async with AdapterLock("hci0", timeout_s=0.1):
                 pass
+
+
+def test_the_group_only_directory_is_preferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 18, item 10: /run/bluez-jk (tmpfiles.d, group bluetooth) wins over /run/lock.
+    monkeypatch.delenv("BLUEZ_JK_LOCK_DIR")
+    preferred = tmp_path / "run-bluez-jk"
+    monkeypatch.setattr(adapter_lock, "PREFERRED_LOCK_DIR", preferred)
+    assert adapter_lock.lock_dir() != preferred  # absent: the fallback as before
+    preferred.mkdir()
+    assert lock_path("hci0") == preferred / "bluez-jk-hci0.lock"
+
+
+async def test_busy_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "bluez-jk-hci0.lock"
+    path.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy) as info:
+            async with AdapterLock("hci0", timeout_s=0.2):
+                pass
+        assert f"pid {holder.pid} python" in info.value.message
+        assert ", user " in info.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD = """
+import fcntl, sys, time
+f = open(sys.argv[1])
+fcntl.flock(f, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_busy_names_the_holder_without_proc_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway's unit hides /proc/locks (ProcSubset=pid): the holder's recorded pid it is.
+    async with AdapterLock("hci0", timeout_s=1):
+        assert (tmp_path / "bluez-jk-hci0.lock").read_text() == f"{os.getpid()}\n"
+        real_read_text = Path.read_text
+
+        def no_proc_locks(self: Path, *args: object, **kwargs: object) -> str:
+            if str(self) == "/proc/locks":
+                raise FileNotFoundError(2, "No such file or directory")
+            return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "read_text", no_proc_locks)
+        with pytest.raises(Busy) as info:
+            async with AdapterLock("hci0", timeout_s=0.1):
+                pass
+        assert f"pid {os.getpid()} by the lock file" in info.value.message

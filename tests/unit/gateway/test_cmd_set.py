@@ -80,7 +80,8 @@ def make_gateway(
 
 def published(gateway: Gateway, leaf: str) -> list[dict[str, Any]]:
     link = gateway.links["jk1"]
-    return [json.loads(m.payload) for m in link._queue if m.topic == f"b/jk/jk1/{leaf}"]
+    queued = [*link._queue, *link._answers]  # readings first, command answers beside them
+    return [json.loads(m.payload) for m in queued if m.topic == f"b/jk/jk1/{leaf}"]
 
 
 def audit_lines(state_dir: Path) -> list[dict[str, Any]]:
@@ -252,6 +253,7 @@ def test_fuzzed_payloads_never_crash_and_never_write_unless_allowed(
 
         async def one(payload: bytes) -> None:
             before = len(writer.calls)
+            link._answers.clear()  # answers have a bounded queue of their own
             results = len(published(gateway, "cmd/set/result"))
             gateway.control.handle("jk1", payload)  # raises if the handler crashes
             await settle(gateway)

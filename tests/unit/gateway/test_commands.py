@@ -40,7 +40,12 @@ def make_gateway(state_dir: Path, **top: Any) -> Gateway:
 
 
 def results(link: MqttLink) -> list[dict[str, Any]]:
-    return [json.loads(m.payload) for m in link._queue if m.topic.endswith("/cmd/config/result")]
+    return answers(link, "cmd/config")
+
+
+def answers(link: MqttLink, command: str) -> list[dict[str, Any]]:
+    queued = [*link._queue, *link._answers]
+    return [json.loads(m.payload) for m in queued if m.topic.endswith(f"/{command}/result")]
 
 
 def meta(gateway: Gateway, name: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import statistics
@@ -13,19 +14,19 @@ import pytest
 
 from bluez_jk.gateway.config import DeviceConfig
 from bluez_jk.gateway.scheduler import AdapterGate, DeviceState, Scheduler, backoff_s
-from bluez_jk.reading import Reading
+from bluez_jk.reading import Reading, new_reading
 from tests.unit.gateway.fakes import FakeClock, FakeReader
 
 
 def device(name: str, adapter: str | None, interval: float = 10.0, **kw: object) -> DeviceConfig:
     index = int(name[-1])
+    settings: dict[str, object] = {"timeout_s": 5.0, **kw}
     return DeviceConfig(
         name=name,
         address=f"C8:47:80:37:02:E{index}",
         adapter=adapter,
         poll_interval_s=interval,
-        timeout_s=5.0,
-        **kw,  # type: ignore[arg-type]
+        **settings,  # type: ignore[arg-type]
     )
 
 
@@ -257,4 +258,81 @@ async def test_a_bug_in_one_device_loop_never_stops_the_others() -> None:
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_silent_bms_does_not_starve_its_healthy_neighbour() -> None:
+    # Issue 18, item 3: 2 s poll, 20 s timeout, one BMS silent. Counted from the start of a
+    # 20 s read, the capped 16 s backoff made the failing device due again the moment it let
+    # go, and the healthy one got a read in only now and then.
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=0.5, failing={"jk2"}, fail_duration_s=20.0)
+    devices = [
+        device("jk1", "hci0", 2, timeout_s=20.0),
+        device("jk2", "hci0", 2, timeout_s=20.0),
+    ]
+    async with running(devices, reader, clock):
+        await clock.advance(90, step=0.1)
+    healthy = reader.starts("jk1")
+    assert len(healthy) >= 15, healthy
+    failing = [c for c in reader.calls if c.name == "jk2" and c.end is not None]
+    # The backoff runs from the end of each failed read: never due the moment it let go.
+    for done, following in itertools.pairwise(failing):
+        assert following.start - (done.end or 0) >= 2 - 0.11
+    assert reader.overlaps == 0
+
+
+class SilentFollower(FakeReader):
+    """A kept link that delivers one Reading and then nothing (a hung stream)."""
+
+    swallow_cancel: bool = False
+
+    async def follow(self, req, on_reading, interval_s):  # type: ignore[no-untyped-def]
+        self.follows.append(req)
+        reading = new_reading(req.name, req.address, req.adapter)
+        on_reading(reading)
+        while True:
+            try:
+                await self.clock.sleep_until(self.clock.now() + 3600, asyncio.Event())
+            except asyncio.CancelledError:
+                self.cancelled.append(req.name)
+                if not self.swallow_cancel:
+                    raise
+
+
+async def test_keep_connected_without_readings_is_an_error_and_reconnects() -> None:
+    # Issue 18, item 1: a stream that stops delivering must not leave the device looking
+    # alive; the scheduler gives the session up, records an error Reading and reconnects.
+    clock = FakeClock()
+    reader = SilentFollower(clock)
+    config = device("jk1", "hci0", 1, keep_connected=True)
+    async with running([config], reader, clock) as (scheduler, seen):
+        await clock.advance(30)
+        assert len(seen) == 1
+        assert seen[0][1]["error"] is None
+        await clock.advance(10)  # max(3 x 1 s, 5 s) + 30 s grace has passed
+        errors = [r for _, r in seen if r["error"] is not None]
+        assert errors
+        assert errors[0]["error"]["type"] == "Timeout"
+        assert reader.cancelled == ["jk1"]
+        assert len(reader.follows) == 2  # a new session after the failure backoff
+        assert scheduler.devices["jk1"].attempts == 3  # first, error, first of the new one
+
+
+async def test_watchdog_sees_a_kept_device_whose_reader_hangs() -> None:
+    clock = FakeClock()
+    reader = SilentFollower(clock)
+    reader.swallow_cancel = True  # cancellation cannot end it: a truly hung reader
+    config = device("jk1", "hci0", 1, keep_connected=True)
+    scheduler = Scheduler(reader, [config], lambda s, r: None, clock=clock)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await clock.advance(30)
+        assert scheduler.stuck() == []
+        await clock.advance(120, step=0.5)
+        assert scheduler.stuck() == ["jk1"]
+    finally:
+        task.cancel()
+        reader.swallow_cancel = False
+        with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -54,3 +54,12 @@ def test_exposure_is_at_most_2(tmp_path: Path) -> None:
         [sys.executable, str(CHECK), str(weak)], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
+
+
+def test_lock_directory_is_made_for_group_bluetooth_only() -> None:
+    # Issue 18, item 10: in world-writable /run/lock any local user could hold our locks.
+    unit = service_section()
+    assert "-/run/bluez-jk" in unit["ReadWritePaths"][0].split()
+    tmpfiles = (UNIT.parent / "bluez-jk.tmpfiles.conf").read_text().splitlines()
+    entries = [line.split() for line in tmpfiles if line and not line.startswith("#")]
+    assert entries == [["d", "/run/bluez-jk", "1770", "root", "bluetooth", "-"]]
