@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,13 +110,21 @@ class GatewayConfig:
     poll_interval_s: float = 10.0
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
+    # What a check could not verify here (a systemd credential outside its unit).
+    notes: tuple[str, ...] = ()
+
+
+# systemd puts a unit's LoadCredential= files here, visible only to that unit's processes.
+CREDENTIALS_ROOT = "/run/credentials/"
 
 
 class _Checker:
     """Collects problems instead of stopping at the first, so one run lists them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, defer_credentials: bool = False) -> None:
         self.problems: list[ConfigError] = []
+        self.notes: list[str] = []
+        self.defer_credentials = defer_credentials
 
     def fail(self, key: str, reason: str) -> None:
         self.problems.append(ConfigError(reason, key=key))
@@ -293,7 +302,18 @@ def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
         try:
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as err:
-            c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
+            if (
+                c.defer_credentials
+                and str(path).startswith(CREDENTIALS_ROOT)
+                and not os.environ.get("CREDENTIALS_DIRECTORY")
+            ):
+                # Only the unit sees this file; its ExecStartPre check reads it for real.
+                c.notes.append(
+                    f"mqtt.password_file: {path} exists only inside the systemd unit "
+                    "(LoadCredential=); not checked here, the unit checks it before each start"
+                )
+            else:
+                c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
     return MqttConfig(
         host=cast(str, c.text(src, "host", "mqtt", "127.0.0.1", nullable=False, check=check_host)),
         port=int(c.number(src, "port", "mqtt", 1883, integer=True)),
@@ -368,13 +388,17 @@ TOP_KEYS = (
 )
 
 
-def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
+def parse_config(
+    raw: Any, *, base_dir: Path | None = None, defer_credentials: bool = False
+) -> GatewayConfig:
     """A validated GatewayConfig from the parsed JSON document; raises ConfigProblems.
 
     `base_dir` resolves relative file names (password_file, TLS files): the config's folder.
+    `defer_credentials` (`--check-config` from a shell) accepts a password_file under
+    /run/credentials/ that only the service can read, and says so in `notes`.
     """
     base = base_dir or Path.cwd()
-    c = _Checker()
+    c = _Checker(defer_credentials=defer_credentials)
     src = c.obj(raw, "", TOP_KEYS)
     if src is None:
         raise ConfigProblems(c.problems)
@@ -441,10 +465,11 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
         poll_interval_s=poll,
         timeout_s=timeout,
         scan_timeout_s=scan,
+        notes=tuple(c.notes),
     )
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path, *, defer_credentials: bool = False) -> GatewayConfig:
     """Read and validate the config file; every failure is a ConfigError naming the key."""
     file = Path(path)
     try:
@@ -460,7 +485,7 @@ def load_config(path: str | Path) -> GatewayConfig:
             f"{file} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}",
             key="config",
         ) from err
-    return parse_config(raw, base_dir=file.resolve().parent)
+    return parse_config(raw, base_dir=file.resolve().parent, defer_credentials=defer_credentials)
 
 
 def parse_remote_config(payload: bytes) -> dict[str, Any]:

@@ -83,9 +83,11 @@ class Gateway:
             config.mqtt,
             client_id=f"{self.node_id}-gateway",
             will_topic=f"{self.base}/gateway/online",
+            on_health=self.report_health,
         )
         self.links: dict[str, MqttLink] = {}
         self.failed = False
+        self._status: str | None = None
         for device in devices:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
@@ -94,6 +96,7 @@ class Gateway:
                 will_topic=f"{prefix}online",
                 subscriptions=[f"{prefix}cmd/read", f"{prefix}cmd/config", f"{prefix}cmd/pause"],
                 on_message=self.handle_message,
+                on_health=self.report_health,
             )
 
     def topic(self, name: str, leaf: str) -> str:
@@ -264,6 +267,26 @@ class Gateway:
         log.info("cmd/pause device=%s minutes=%s", name, minutes)
         self.publish_meta(self.scheduler.devices[name])
 
+    # -- health -------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """The one-line health systemd shows (`systemctl status`, sd_notify STATUS)."""
+        links = [self.gateway_link, *self.links.values()]
+        line = f"polling {len(self.links)} device(s)"
+        problems = [link.problem for link in links if link.problem]
+        mqtt = self.config.mqtt
+        if problems:
+            return f"{line}; MQTT {mqtt.host}:{mqtt.port} NOT CONNECTED: {problems[0]}"
+        if all(link.connected for link in links):
+            return f"{line}; MQTT {mqtt.host}:{mqtt.port} connected"
+        return f"{line}; MQTT {mqtt.host}:{mqtt.port} connecting"
+
+    def report_health(self) -> None:
+        line = self.status_line()
+        if line != self._status:
+            self._status = line
+            self.notifier.send(f"STATUS={line}")
+
     # -- life cycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -278,7 +301,8 @@ class Gateway:
             link.start()
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
-        self.notifier.send("READY=1", f"STATUS=polling {len(self.links)} device(s)")
+        self._status = self.status_line()
+        self.notifier.send("READY=1", f"STATUS={self._status}")
         log.info("gateway started devices=%d", len(self.links))
         stopping = asyncio.create_task(stop.wait())
         try:
