@@ -53,6 +53,31 @@ def _open_lock_file(path: Path) -> int:
         return fd
 
 
+def lock_holder(path: Path) -> str | None:
+    """Who holds the flock on `path`, as "pid N: command line", from /proc/locks (Linux);
+    None when nobody does or it cannot be told (another mount namespace, hidden /proc)."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF" (blocked waiters start with "->")
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
+            continue
+        pid, device_inode = fields[4], fields[5]
+        if device_inode.rsplit(":", 1)[-1] != str(inode):
+            continue
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return f"pid {pid}"
+        command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+        return f"pid {pid}: {command[:120]}" if command else f"pid {pid}"
+    return None
+
+
 class AdapterLock:
     """`async with AdapterLock("hci0", timeout_s=5):` - raises `Busy` after `timeout_s`.
 
@@ -77,9 +102,11 @@ class AdapterLock:
                     break
                 except BlockingIOError:
                     if loop.time() >= give_up_at:
+                        holder = lock_holder(self.path)
                         raise Busy(
-                            f"adapter {self.adapter} is in use by another process "
-                            f"(lock {self.path})",
+                            f"adapter {self.adapter} is in use by another process"
+                            f"{f' ({holder})' if holder else ''} (lock {self.path}): while "
+                            "the gateway runs, ask it instead (jk-ble-read --via-mqtt)",
                             stage="lock",
                         ) from None
                     await asyncio.sleep(_POLL_S)

@@ -10,19 +10,31 @@ import os
 import signal
 import sys
 
+from bluez_jk import __version__
 from bluez_jk.sim.devices import DeviceSpec, parse_device
-from bluez_jk.sim.faults import Fault, parse_fault
+from bluez_jk.sim.faults import FAULT_HELP, Fault, parse_fault
 from bluez_jk.sim.server import Simulator
 from bluez_jk.sim.spawn import PrivateBus
-from bluez_jk.sim.timing import TIMINGS, TimingName
+from bluez_jk.sim.timing import TIMINGS, TimingName, describe_timing
 
 DEFAULT_DEVICE = "C8:47:80:37:02:E8,adapter=hci0,protocol=JK02_32S,name=JK_PB2A16S20P,cells=16"
+
+
+def _epilog() -> str:
+    faults = "\n".join(f"  {name:<24} {text}" for name, text in FAULT_HELP.items())
+    timings = "\n".join(f"  {name:<6} {describe_timing(TIMINGS[name])}" for name in TIMINGS)
+    return (
+        f"faults (--fault NAME[:N][@MAC]; also at run time via org.bluezjk.Simulator1):\n"
+        f"{faults}\n\ntimings (--timing, default real):\n{timings}\n"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jk-ble-sim",
         description="Serve org.bluez with emulated JK-BMS devices on a D-Bus bus.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_epilog(),
     )
     p.add_argument(
         "--spawn-bus",
@@ -37,17 +49,35 @@ def _parser() -> argparse.ArgumentParser:
         help=f"an emulated BMS (repeatable; default: {DEFAULT_DEVICE})",
     )
     p.add_argument(
-        "--fault", action="append", default=[], metavar="NAME[:N][@MAC]", help="repeatable"
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:N][@MAC]",
+        help="repeatable; N = times before it clears (none: persistent), @MAC = one device "
+        "(none: all); the faults are listed below",
     )
-    p.add_argument("--timing", choices=sorted(TIMINGS), default="real")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--timing",
+        choices=sorted(TIMINGS),
+        default="real",
+        help="link delays (default real): "
+        + "; ".join(f"{name}: {describe_timing(TIMINGS[name])}" for name in sorted(TIMINGS)),
+    )
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default WARNING (any case)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
     try:
         devices = [parse_device(text) for text in (args.device or [DEFAULT_DEVICE])]

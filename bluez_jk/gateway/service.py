@@ -11,11 +11,12 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bluez_jk import __version__
-from bluez_jk.errors import ConfigError
+from bluez_jk.errors import ConfigError, Paused
 from bluez_jk.gateway import discovery
 from bluez_jk.gateway.config import (
     DeviceConfig,
@@ -27,7 +28,7 @@ from bluez_jk.gateway.mqtt import MqttLink, default_client_id
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
-from bluez_jk.reading import Reading
+from bluez_jk.reading import Reading, error_reading
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,9 @@ class Gateway:
             return
         try:
             if command == "cmd/read":
+                if self._paused(name):
+                    self._answer_paused(name)
+                    return
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
@@ -208,6 +212,21 @@ class Gateway:
                 self.apply_pause(name, payload)
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
+
+    def _paused(self, name: str) -> bool:
+        state = self.scheduler.devices[name]
+        return state.paused_until is not None and self.scheduler.clock.now() < state.paused_until
+
+    def _answer_paused(self, name: str) -> None:
+        """A read request on a paused device gets a `raw` with a Paused error at once, instead
+        of silence that a waiting client can only take for a timeout."""
+        state = self.scheduler.devices[name]
+        until = state.paused_until_epoch or time.time()
+        error = Paused.until(name, until, self.topic(name, "cmd/pause"))
+        config = state.config
+        reading = error_reading(name, config.address, config.adapter, error)
+        self.links[name].publish(self.topic(name, "raw"), _dumps(reading))
+        log.info("cmd/read device=%s answered=Paused until_epoch=%.0f", name, until)
 
     def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, persist, then apply one cmd/config; the result payload."""
