@@ -278,3 +278,23 @@ def test_scan_unknown_adapter_and_bad_option(sim: SimHandle) -> None:
     rc, result, _ = run([*SCAN, "--duration", "x"], sim.env)
     assert rc == 2
     assert result["error"]["type"] == "ConfigError"
+
+
+def test_scan_interrupted_still_prints_one_json_object(sim: SimHandle) -> None:
+    proc = subprocess.Popen(
+        [*SCAN, "--duration", "60"], env=sim.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        sim.wait_log(lambda e: e["event"] == "discovery_start", 15)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"Traceback" not in err, err
+    assert proc.returncode == 130
+    result = json.loads(out)
+    assert result["error"]["type"] == "Interrupted"
+    assert result["devices"] == []
+    # Discovery was stopped on the way out.
+    sim.wait_log(lambda e: e["event"] == "discovery_stop", 10)
