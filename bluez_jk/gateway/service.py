@@ -89,6 +89,9 @@ class Gateway:
         self.links: dict[str, MqttLink] = {}
         self.failed = False
         self._status: str | None = None
+        # Home Assistant device identifier -> the device that claimed it first.
+        self._ha_identifiers: dict[str, str] = {}
+        self._ha_collisions: set[str] = set()
         for device in devices:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
@@ -153,10 +156,37 @@ class Gateway:
         if ok and self.config.homeassistant.enabled:
             self._publish_discovery(state.name, reading)
 
+    def _ha_by_address(self, name: str, reading: Reading) -> bool:
+        """True when another device of this gateway already uses this reading's identifier
+        (two BMS reporting one serial): Home Assistant would merge or reject them, so this one
+        is identified by its MAC instead."""
+        wanted = discovery.device_identifier(reading)
+        owner = self._ha_identifiers.setdefault(wanted, name)
+        if owner == name:
+            return False
+        if name not in self._ha_collisions:
+            self._ha_collisions.add(name)
+            log.warning(
+                "home assistant identifier collision device=%s other=%s identifier=%s: "
+                "both report serial %s, identifying %s by its address %s instead",
+                name,
+                owner,
+                wanted,
+                reading["status"]["device_info"].get("serial_number"),
+                name,
+                reading["address"],
+            )
+        return True
+
     def _publish_discovery(self, name: str, reading: Reading) -> None:
         ha = self.config.homeassistant
         configs = discovery.discovery_configs(
-            name, reading, base_topic=self.base, prefix=ha.prefix, node_id=self.node_id
+            name,
+            reading,
+            base_topic=self.base,
+            prefix=ha.prefix,
+            node_id=self.node_id,
+            by_address=self._ha_by_address(name, reading),
         )
         for topic, payload in configs.items():
             self.gateway_link.set_retained(topic, payload)
