@@ -119,6 +119,10 @@ async def _serve(
         closed = asyncio.ensure_future(sim.wait_closed())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        # Shutting down from here on: a further Ctrl-C or SIGTERM (a shell's trap after the
+        # terminal's SIGINT) must not interrupt the cleanup and leave the private bus's
+        # directory behind; the loop's own handlers are gone once asyncio.run returns.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for fut in (closed, stopping):
             fut.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
