@@ -78,7 +78,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.config is not None:
         if not args.name:
             raise ConfigError("--config needs --name", key="name")
-        config = load_config(args.config)
+        # A direct BLE read never uses the broker password, which may be a systemd credential
+        # that only the gateway's unit can read.
+        config = load_config(args.config, defer_credentials=not args.via_mqtt)
         match = [d for d in config.devices if d.name == args.name]
         if not match:
             raise ConfigError(f"no device named {args.name!r} in {args.config}", key="name")

@@ -312,6 +312,12 @@ def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
                     f"mqtt.password_file: {path} exists only inside the systemd unit "
                     "(LoadCredential=); not checked here, the unit checks it before each start"
                 )
+            elif str(path).startswith(CREDENTIALS_ROOT):
+                c.fail(
+                    "mqtt.password_file",
+                    f"cannot read {path}: {err.strerror} (a systemd credential: it exists only "
+                    "inside the jk-ble-mqtt-gateway unit)",
+                )
             else:
                 c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
     return MqttConfig(
