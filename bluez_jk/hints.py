@@ -7,16 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bluez_jk.adapter_lock import lock_holder, lock_path
+from bluez_jk.bluez.errors import CONNECT_HINT
 
 
 def stage_timeout_message(stage: str, within: str, adapter: str | None) -> str:
     """`within` reads like "within 20.0 s"."""
     if stage == "connect":
-        return (
-            f"connect did not complete {within}: the BMS is out of range, powered off, or "
-            "another central (the phone app, another gateway or Pi) is connected to it and "
-            "must disconnect first"
-        )
+        return f"connect did not complete {within}: {CONNECT_HINT}"
     if stage == "lock":
         return busy_message(adapter, within)
     if stage == "discover":

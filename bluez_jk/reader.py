@@ -490,7 +490,9 @@ class _Session:
         if not found or not await watch.wait_for(lambda w: w.exists, self.bound(1.0)):
             raise DeviceNotFound(
                 f"{self.req.address} not seen during {scan_s:.1f} s of discovery on "
-                f"{adapter_name(adapter_obj)}",
+                f"{adapter_name(adapter_obj)}: check that the BMS is powered and in range "
+                "(jk-ble-scan --jk-only lists what advertises) and that no other central "
+                "(the phone app) is connected to it",
                 stage="discover",
             )
 

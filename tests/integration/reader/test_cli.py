@@ -298,3 +298,25 @@ def test_scan_interrupted_still_prints_one_json_object(sim: SimHandle) -> None:
     assert result["devices"] == []
     # Discovery was stopped on the way out.
     sim.wait_log(lambda e: e["event"] == "discovery_stop", 10)
+
+
+def test_known_bms_that_stopped_advertising_says_why(sim: SimHandle) -> None:
+    """Cached by BlueZ but silent: the connect runs into the deadline. The message names the
+    likely causes instead of only "connect did not complete"."""
+    sim.set_fault("not-advertising")
+    rc, reading, _ = run([*READ, "--address", ADDRESS, "--timeout", "3"], sim.env)
+    assert rc == 1
+    error = reading["error"]
+    assert error["type"] == "ConnectFailed"
+    for hint in ("out of range", "powered off", "phone app"):
+        assert hint in error["message"], error
+
+
+def test_unknown_bms_says_what_to_check(sim_factory: Any) -> None:
+    sim = sim_factory(faults=["not-advertising"])
+    rc, reading, _ = run(
+        [*READ, "--address", ADDRESS, "--timeout", "5", "--scan-timeout", "1"], sim.env
+    )
+    assert rc == 1
+    assert reading["error"]["type"] == "DeviceNotFound"
+    assert "jk-ble-scan --jk-only" in reading["error"]["message"]
