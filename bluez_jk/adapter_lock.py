@@ -57,17 +57,19 @@ def lock_holder(path: Path) -> str | None:
     """Who holds the flock on `path`, as "pid N: command line", from /proc/locks (Linux);
     None when nobody does or it cannot be told (another mount namespace, hidden /proc)."""
     try:
-        inode = path.stat().st_ino
+        st = path.stat()
         lines = Path("/proc/locks").read_text().splitlines()
     except OSError:
         return None
+    # /proc/locks names the file as MAJOR:MINOR:INODE, the device numbers in hex.
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF" (blocked waiters start with "->")
         fields = line.split()
         if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
             continue
         pid, device_inode = fields[4], fields[5]
-        if device_inode.rsplit(":", 1)[-1] != str(inode):
+        if device_inode != wanted:
             continue
         try:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
