@@ -136,7 +136,8 @@ class AdapterLock:
                     if loop.time() >= give_up_at:
                         raise Busy(
                             f"adapter {self.adapter} is in use by another process "
-                            f"({lock_holder(fd)}lock {self.path})",
+                            f"({lock_holder(fd)}lock {self.path}): while the gateway runs, "
+                            "ask it instead (jk-ble-read --via-mqtt)",
                             stage="lock",
                         ) from None
                     await asyncio.sleep(_POLL_S)

@@ -6,6 +6,8 @@ Each subclass carries the `type` name that the Reading's `error` object uses (do
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import ClassVar, Literal, TypedDict
 
 ErrorType = Literal[
@@ -23,6 +25,9 @@ ErrorType = Literal[
     "BusError",
     "Busy",
     "ConfigError",
+    "Paused",
+    "MqttError",
+    "Interrupted",
 ]
 
 Stage = Literal[
@@ -136,6 +141,36 @@ class Busy(JkError):
     type = "Busy"
 
 
+class Paused(JkError):
+    """The gateway does not read this device now (`cmd/pause`); the message says until when."""
+
+    type = "Paused"
+
+    @classmethod
+    def until(
+        cls, name: str, until_epoch: float, pause_topic: str, *, stage: Stage | None = None
+    ) -> Paused:
+        stamp = datetime.fromtimestamp(until_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        left_min = max(0.0, until_epoch - time.time()) / 60.0
+        return cls(
+            f"{name} is paused by cmd/pause until {stamp} ({left_min:.1f} min left), so the "
+            f'gateway does not read it; to resume now publish {{"minutes": 0}} to {pause_topic}',
+            stage=stage,
+        )
+
+
+class MqttError(JkError):
+    """The MQTT broker could not be reached or used (jk-ble-read --via-mqtt)."""
+
+    type = "MqttError"
+
+
+class Interrupted(JkError):
+    """Stopped by the user (Ctrl-C, SIGTERM) before the read could finish."""
+
+    type = "Interrupted"
+
+
 class ConfigError(JkError):
     type = "ConfigError"
 
@@ -161,5 +196,8 @@ ERROR_TYPES: dict[str, type[JkError]] = {
         BusError,
         Busy,
         ConfigError,
+        Paused,
+        MqttError,
+        Interrupted,
     )
 }

@@ -46,6 +46,7 @@ from bluez_jk.errors import (
     ConnectFailed,
     DeviceNotFound,
     Disconnected,
+    Interrupted,
     JkError,
     NotifyAcquired,
     NotifyStuck,
@@ -54,6 +55,7 @@ from bluez_jk.errors import (
     Stage,
     Timeout,
 )
+from bluez_jk.hints import stage_timeout_message
 from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
@@ -101,6 +103,7 @@ class Reader:
         self._bus_guard = asyncio.Lock()
         # AcquireNotify refused once -> StartNotify for this device from then on.
         self._notify_modes: dict[str, NotifyMode] = {}
+        self.interrupted: Reading | None = None
 
     async def __aenter__(self) -> Reader:
         return self
@@ -144,6 +147,12 @@ class Reader:
             await session.run()
         except JkError as err:
             reading["error"] = err.to_info()
+        except asyncio.CancelledError:
+            # Kept (filled below) for a caller that cancelled us and still reports (jk-ble-read
+            # on Ctrl-C), with the stage the read had really reached.
+            reading["error"] = Interrupted("interrupted", stage=session.stage).to_info()
+            self.interrupted = reading
+            raise
         except Exception as err:  # the boundary: anything unexpected leaves as a typed error
             log.exception("read failed unexpectedly name=%s", req.name)
             reading["error"] = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
@@ -460,7 +469,7 @@ class _Session:
             "resolve": ServicesNotResolved,
         }
         cls = defaults.get(self.stage, Timeout)
-        return cls(f"{self.stage} did not complete {left}", stage=self.stage)
+        return cls(stage_timeout_message(self.stage, left, self.adapter), stage=self.stage)
 
     async def _attempt(self, bus: BluezBus, adapter_obj: str, pending: Action | None) -> None:
         stack = AsyncExitStack()
@@ -566,7 +575,9 @@ class _Session:
         if not found or not await watch.wait_for(lambda w: w.exists, self.bound(1.0)):
             raise DeviceNotFound(
                 f"{self.req.address} not seen during {scan_s:.1f} s of discovery on "
-                f"{adapter_name(adapter_obj)}",
+                f"{adapter_name(adapter_obj)}: check that the BMS is powered and in range "
+                "(jk-ble-scan --jk-only lists what advertises) and that no other central "
+                "(the phone app) is connected to it",
                 stage="discover",
             )
 

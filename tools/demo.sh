@@ -3,6 +3,10 @@
 # simulator (two emulated JK-BMS on a private D-Bus) and shows the live MQTT messages until
 # Ctrl-C. Uses the broker in BLUEZ_JK_MQTT_HOST[:BLUEZ_JK_MQTT_PORT] when set; otherwise starts a
 # private mosquitto on a free loopback port. Never touches the system bus or port 1883.
+# Isolated from a real installation on the same machine or broker: its own adapter lock
+# directory (not /run/lock), its own MQTT client ids and the base topic `demo` (not `bms`), so
+# it neither waits for nor disconnects a running gateway, and nothing it publishes reaches the
+# topics that InfluxDB or Home Assistant read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -13,12 +17,21 @@ export PATH="$PATH:/usr/sbin:/sbin"
 work=$(mktemp -d -t bluez-jk-demo.XXXXXX)
 pids=()
 cleanup() {
-  trap - EXIT INT TERM
+  # A second Ctrl-C while stopping must not cut the clean-up short (leftovers in /tmp).
+  trap '' INT TERM
+  trap - EXIT
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
+  echo "bluez-jk demo: stopped, nothing left behind" >&2
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+base=demo
+export BLUEZ_JK_LOCK_DIR="$work/locks"
+mkdir -p "$BLUEZ_JK_LOCK_DIR"
 
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -51,7 +64,8 @@ export "${busline?}"
 
 cat >"$work/gateway.json" <<JSON
 {
-  "mqtt": {"host": "$host", "port": $port, "base_topic": "bms", "keepalive": 10},
+  "mqtt": {"host": "$host", "port": $port, "base_topic": "$base", "keepalive": 10,
+           "client_id": "bluez-jk-demo-$$"},
   "poll_interval_s": 5, "timeout_s": 15, "scan_timeout_s": 3,
   "state_dir": "$work/state",
   "devices": [
@@ -63,8 +77,8 @@ JSON
 python -m bluez_jk.cli.gateway --config "$work/gateway.json" 2>"$work/gateway.log" &
 pids+=($!)
 
-echo "bluez-jk demo: simulator on $DBUS_SYSTEM_BUS_ADDRESS, broker $host:$port" >&2
+echo "bluez-jk demo: simulator on $DBUS_SYSTEM_BUS_ADDRESS, broker $host:$port, topics $base/#" >&2
 echo "logs in $work; press Ctrl-C to stop" >&2
-mosquitto_sub -h "$host" -p "$port" -v -t 'bms/#' &
+mosquitto_sub -h "$host" -p "$port" -i "bluez-jk-demo-sub-$$" -v -t "$base/#" &
 pids+=($!)
 wait "${pids[-1]}"

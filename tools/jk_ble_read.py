@@ -4,9 +4,12 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from bluez_jk.cli.read import main
+from tools.checkout import require  # noqa: E402 - the path above makes it importable
+
+main = require("bluez_jk.cli.read", "jk_ble_read.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -116,6 +116,12 @@ _HINTS: dict[str, str] = {
     _D + "NameHasNoOwner": "bluetoothd is not running on this bus",
 }
 
+# What a user checks when a BMS does not take the connection (BlueZ says the same for each).
+CONNECT_HINT = (
+    "the BMS is out of range, powered off, or another central such as the phone app is "
+    "connected to it"
+)
+
 # Errors that end a stage without a rule of their own.
 _STAGE_DEFAULT: dict[str, type[JkError]] = {
     "connect": ConnectFailed,
@@ -142,6 +148,8 @@ def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage
     if cls is None:
         cls = _STAGE_DEFAULT.get(stage, BusError)
     hint = _HINTS.get(name)
+    if hint is None and issubclass(cls, ConnectFailed):
+        hint = CONNECT_HINT
     message = f"{member}: {text}" if text else member
     if hint:
         message = f"{message} ({hint})"

@@ -1,7 +1,8 @@
 """`jk-ble-decode`: decode captured bytes offline.
 
 Hex text from a file or stdin, one notification chunk or one whole frame per line (spaces,
-`0x` and `:` are tolerated; empty lines and `#` comments are skipped). Prints exactly one JSON
+`0x` and `:` are tolerated; empty lines and `#` comments are skipped); `-` or no file means
+stdin. Prints exactly one JSON
 object `{"got", "status", "errors", "protocol", "detected_by"}` in the `raw` schema. A bad line
 or a bad checksum is an entry in `errors`, never a traceback. Exit 0 when at least one frame
 decoded, 1 when none did, 2 on a usage error or an unreadable file.
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+from bluez_jk import __version__
 from bluez_jk.cli.jsonout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonArgumentParser, emit
 from bluez_jk.errors import ConfigError
 from bluez_jk.protocol import HEADER, ProtocolName, StreamDecoder
@@ -27,11 +29,12 @@ _MAX_SHOWN = 40  # characters of a bad line quoted back in its error
 
 def build_parser() -> argparse.ArgumentParser:
     p = JsonArgumentParser(prog="jk-ble-decode", description=__doc__)
-    p.add_argument("file", nargs="?", type=Path, help="hex lines (default: stdin)")
+    p.add_argument("file", nargs="?", help="hex lines; - or none: stdin")
     p.add_argument(
         "--protocol", choices=get_args(ProtocolName), help="layout, when detection cannot tell"
     )
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -59,6 +62,12 @@ def decode_lines(lines: Iterable[str], protocol: ProtocolName | None) -> dict[st
     held = stream.assembler.buffered
     if held > len(HEADER):
         stream.assembler.report(f"{held} bytes of an incomplete frame at the end of the input")
+    if stream.undetected:
+        stream.assembler.report(
+            f"{stream.undetected} valid frame(s) not decoded: the protocol could not be "
+            "detected (that needs a device-info or cell-info frame in the input); give "
+            f"--protocol {'|'.join(get_args(ProtocolName))}"
+        )
     return {
         "got": dict(stream.got),
         "status": stream.status,
@@ -93,10 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         return _usage_error(err, pretty)
     try:
-        if args.file is None:
+        if args.file in (None, "-"):
             result = decode_lines(_stdin_lines(), args.protocol)
         else:
-            with args.file.open(encoding="utf-8", errors="replace") as lines:
+            with Path(args.file).open(encoding="utf-8", errors="replace") as lines:
                 result = decode_lines(lines, args.protocol)
     except OSError as err:
         return _usage_error(ConfigError(f"cannot read {args.file}: {err.strerror}"), pretty)

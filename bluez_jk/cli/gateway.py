@@ -1,7 +1,8 @@
 """`jk-ble-mqtt-gateway`: the long-running BLE poller that publishes every BMS over MQTT.
 
-Exit codes: 0 clean stop (SIGTERM/SIGINT) or a valid `--check-config`; 1 the gateway failed;
-2 usage or configuration error (the message names the key and the reason).
+Exit codes: 0 clean stop (SIGTERM/SIGINT) or a valid `--check-config`; 1 the gateway failed or
+`--probe` could not connect to the broker; 2 usage or configuration error (the message names the
+key and the reason).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from bluez_jk import __version__
 from bluez_jk.errors import ConfigError
 from bluez_jk.gateway.config import ConfigProblems, GatewayConfig, load_config
 from bluez_jk.gateway.service import Gateway
@@ -32,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config, print problems, exit"
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --check-config: also connect to the broker (credentials, TLS, will) and "
+        "report what happened (exit 1 when it fails)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -65,22 +74,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    check = args.check_config or args.probe
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, defer_credentials=check)
     except ConfigError as err:
         for problem in _problems(err):
             print(f"config error: {problem}", file=sys.stderr)
         return 2
-    if args.check_config:
-        summary = {
-            "ok": True,
-            "config": args.config,
-            "devices": [d.name for d in config.devices],
-            "broker": f"{config.mqtt.host}:{config.mqtt.port}",
-        }
+    if check:
+        return _check(args.config, config, probe=args.probe)
+    return asyncio.run(_serve(config))
+
+
+def _check(path: str, config: GatewayConfig, *, probe: bool) -> int:
+    """Print the summary of a valid config; with `probe`, the result of a real connection."""
+    mqtt = config.mqtt
+    summary: dict[str, object] = {
+        "ok": True,
+        "config": path,
+        "devices": [d.name for d in config.devices],
+        "broker": f"{mqtt.host}:{mqtt.port}",
+        "notes": list(config.notes),
+    }
+    for note in config.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not probe:
         print(json.dumps(summary))
         return 0
-    return asyncio.run(_serve(config))
+    from bluez_jk.gateway.probe import probe_broker  # noqa: PLC0415 - paho only for --probe
+
+    error = probe_broker(mqtt, will_topic=f"{mqtt.base_topic}/gateway/online")
+    summary["probe"] = {"ok": error is None, "error": error}
+    summary["ok"] = error is None
+    print(json.dumps(summary))
+    if error is not None:
+        print(f"broker {mqtt.host}:{mqtt.port}: {error}", file=sys.stderr)
+        return 1
+    print(f"broker {mqtt.host}:{mqtt.port}: connected and accepted the will", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`jk-ble-read`: one read, exactly one JSON object (the `raw` payload) on stdout, also on
-error. Exit 0 read ok, 1 read failed, 2 usage or config error. Reference: docs/design.md
-("Command-line tools"), docs/mqtt.md (the payload), docs/config.md (--config)."""
+error. Exit 0 read ok, 1 read failed, 2 usage or config error, 130 interrupted (Ctrl-C; 143 for
+SIGTERM) with an `Interrupted` error naming the stage the read had reached. Reference:
+docs/design.md ("Command-line tools"), docs/mqtt.md (the payload), docs/config.md (--config)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, get_args
+from typing import IO, Any, cast, get_args
 
 from bluez_jk.bluez.paths import normalize_mac, validate_adapter
 from bluez_jk.cli.jsonout import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_SIGTERM,
     EXIT_USAGE,
     JsonArgumentParser,
+    add_common,
     emit,
     positive_seconds,
     setup_logging,
 )
-from bluez_jk.errors import BusError, ConfigError, JkError, Timeout
+from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError, Stage
 from bluez_jk.gateway.config import load_config
 from bluez_jk.reader import Reader, ReadRequest
 from bluez_jk.reading import ProtocolName, Reading, error_reading
@@ -37,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = JsonArgumentParser(prog="jk-ble-read", description=__doc__)
     p.add_argument("--address", help="BMS Bluetooth address, e.g. C8:47:80:37:02:E8")
     p.add_argument("--adapter", help="hciN (default: the default adapter)")
-    p.add_argument("--timeout", type=positive_seconds, help="whole read, seconds (default 20)")
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        help="whole read, seconds (default 20); with --via-mqtt: how long to wait for the "
+        "gateway's answer (default the device's timeout_s + 10)",
+    )
     p.add_argument("--scan-timeout", type=positive_seconds, help="discovery, seconds (default 5)")
     p.add_argument("--protocol", choices=get_args(ProtocolName), help="skip detection")
     p.add_argument("--notify-mode", choices=("auto", "acquire", "start"), default=None)
@@ -50,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask the running gateway (cmd/read over the broker of --config) instead of BLE",
     )
-    p.add_argument("--log-level", default="warning")
+    add_common(p)
     return p
 
 
@@ -61,6 +70,7 @@ class Plan:
     via_mqtt: bool
     config: Path | None
     pretty: bool
+    wait_s: float  # --via-mqtt: how long to wait for the gateway's answer
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -69,7 +79,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.config is not None:
         if not args.name:
             raise ConfigError("--config needs --name", key="name")
-        config = load_config(args.config)
+        # A direct BLE read never uses the broker password, which may be a systemd credential
+        # that only the gateway's unit can read.
+        config = load_config(args.config, defer_credentials=not args.via_mqtt)
         match = [d for d in config.devices if d.name == args.name]
         if not match:
             raise ConfigError(f"no device named {args.name!r} in {args.config}", key="name")
@@ -100,17 +112,37 @@ def make_plan(args: argparse.Namespace) -> Plan:
         values["adapter"] = validate_adapter(values["adapter"])
     mac = normalize_mac(address) if address else ""
     request = ReadRequest(name=args.name or mac, address=mac, **values)
-    return Plan(request, args.capture, args.via_mqtt, args.config, args.pretty)
+    # An explicit --timeout is the whole wait; otherwise leave the gateway room for a read that
+    # may already be running when the request arrives.
+    wait_s = args.timeout if args.timeout is not None else request.timeout_s + 10.0
+    return Plan(request, args.capture, args.via_mqtt, args.config, args.pretty, wait_s)
 
 
-async def _read(request: ReadRequest, capture: Callable[[bytes], None] | None) -> Reading:
+class _Stopped(Exception):
+    """SIGTERM arrived: the read was cancelled like on Ctrl-C."""
+
+
+async def _read(
+    request: ReadRequest, capture: Callable[[bytes], None] | None, readers: list[Reader]
+) -> Reading:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    stopped: list[bool] = []
     if task is not None:
         # SIGTERM cancels the read like Ctrl-C does, so the BlueZ cleanup runs either way.
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        def on_term() -> None:
+            stopped.append(True)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_term)
     async with Reader() as reader:
-        return await reader.read(request, capture=capture)
+        readers.append(reader)
+        try:
+            return await reader.read(request, capture=capture)
+        except asyncio.CancelledError:
+            if stopped:
+                raise _Stopped from None
+            raise
 
 
 def _capture_writer(stream: IO[str]) -> Callable[[bytes], None]:
@@ -121,12 +153,13 @@ def _capture_writer(stream: IO[str]) -> Callable[[bytes], None]:
 
 
 def run(plan: Plan) -> Reading:
+    """The Reading; raises Interrupted (carrying the partial Reading) on Ctrl-C / SIGTERM."""
     req = plan.request
     if plan.via_mqtt:
         from bluez_jk.cli.via_mqtt import read_via_mqtt  # noqa: PLC0415 - paho only here
 
         assert plan.config is not None
-        return read_via_mqtt(plan.config, req.name, timeout_s=req.timeout_s + 10.0)
+        return read_via_mqtt(plan.config, req.name, timeout_s=plan.wait_s)
     with ExitStack() as files:
         capture = None
         if plan.capture is not None:
@@ -135,16 +168,33 @@ def run(plan: Plan) -> Reading:
             except OSError as err:
                 raise ConfigError(f"cannot write {plan.capture}: {err}", key="capture") from err
             capture = _capture_writer(stream)
+        readers: list[Reader] = []
         try:
-            return asyncio.run(_read(req, capture))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            return error_reading(
-                req.name, req.address, req.adapter, Timeout("interrupted", stage="collect")
-            )
+            return asyncio.run(_read(req, capture, readers))
+        except (KeyboardInterrupt, asyncio.CancelledError, _Stopped) as err:
+            partial = readers[0].interrupted if readers else None
+            raise _interrupted(req, partial, sigterm=isinstance(err, _Stopped)) from None
+
+
+class ReadInterrupted(Exception):
+    def __init__(self, reading: Reading, exit_code: int) -> None:
+        super().__init__("interrupted")
+        self.reading = reading
+        self.exit_code = exit_code
+
+
+def _interrupted(req: ReadRequest, partial: Reading | None, *, sigterm: bool) -> ReadInterrupted:
+    what = "SIGTERM" if sigterm else "Ctrl-C"
+    stage: Stage = "bus"  # stopped before the reader began: nothing reached yet
+    reading = error_reading(req.name, req.address, req.adapter, Interrupted(stage=stage))
+    if partial is not None and partial["error"] is not None:
+        reading = partial
+        stage = cast(Stage, partial["error"]["stage"] or stage)
+    reading["error"] = Interrupted(f"interrupted by {what} during {stage}", stage=stage).to_info()
+    return ReadInterrupted(reading, EXIT_SIGTERM if sigterm else EXIT_INTERRUPTED)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args: argparse.Namespace | None = None
     pretty = "--pretty" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
@@ -153,18 +203,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         emit(error_reading("", "", None, err), pretty=pretty)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        emit(error_reading("", "", None, Interrupted("interrupted", stage="config")), pretty=pretty)
+        return EXIT_INTERRUPTED
+    req = plan.request
     try:
         reading = run(plan)
+    except ReadInterrupted as stop:
+        emit(stop.reading, pretty=pretty)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        error = Interrupted("interrupted by Ctrl-C", stage="mqtt" if plan.via_mqtt else "bus")
+        emit(error_reading(req.name, req.address, req.adapter, error), pretty=pretty)
+        return EXIT_INTERRUPTED
     except ConfigError as err:
-        emit(error_reading(plan.request.name, plan.request.address, None, err), pretty=pretty)
+        emit(error_reading(req.name, req.address, None, err), pretty=pretty)
         return EXIT_USAGE
     except JkError as err:
-        req = plan.request
         emit(error_reading(req.name, req.address, req.adapter, err), pretty=pretty)
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED if isinstance(err, Interrupted) else EXIT_FAILED
     except Exception as err:  # the process boundary: a JSON object, never a traceback
         log.exception("jk-ble-read failed")
-        req = plan.request
         failure = BusError(f"internal error: {err!r}", stage=None)
         emit(error_reading(req.name, req.address, req.adapter, failure), pretty=pretty)
         return EXIT_FAILED

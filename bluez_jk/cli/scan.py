@@ -18,14 +18,16 @@ from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.paths import adapter_name, validate_adapter
 from bluez_jk.cli.jsonout import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     JsonArgumentParser,
+    add_common,
     emit,
     positive_seconds,
     setup_logging,
 )
-from bluez_jk.errors import BusError, ConfigError, JkError
+from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=positive_seconds, default=5.0, help="seconds (default 5)")
     p.add_argument("--jk-only", action="store_true", help="list only devices that look like JK")
     p.add_argument("--pretty", action="store_true")
-    p.add_argument("--log-level", default="warning")
+    add_common(p)
     return p
 
 
@@ -70,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit({"adapter": adapter, "devices": [], "error": err.to_info()}, pretty=pretty)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return EXIT_FAILED
+        # Still one JSON object, so a script piping the output never gets nothing.
+        info = Interrupted("interrupted by Ctrl-C", stage="discover").to_info()
+        emit({"adapter": adapter, "devices": [], "error": info}, pretty=pretty)
+        return EXIT_INTERRUPTED
     except Exception as err:  # the process boundary: JSON, never a traceback
         log.exception("jk-ble-scan failed")
         info = BusError(f"internal error: {err!r}").to_info()

@@ -10,21 +10,33 @@ import os
 import signal
 import sys
 
+from bluez_jk import __version__
 from bluez_jk.sim.devices import DeviceSpec, parse_device
-from bluez_jk.sim.faults import FAULT_NAMES, Fault, parse_fault
+from bluez_jk.sim.faults import FAULT_HELP, Fault, parse_fault
 from bluez_jk.sim.server import Simulator
 from bluez_jk.sim.spawn import PrivateBus
-from bluez_jk.sim.timing import TIMINGS, TimingName
+from bluez_jk.sim.timing import TIMINGS, TimingName, describe_timing
 from bluez_jk.sim.versions import BLUEZ_NAMES, BluezName
 
 DEFAULT_DEVICE = "C8:47:80:37:02:E8,adapter=hci0,protocol=JK02_32S,name=JK_PB2A16S20P,cells=16"
+
+
+def _epilog() -> str:
+    faults = "\n".join(f"  {name:<24} {text}" for name, text in FAULT_HELP.items())
+    timings = "\n".join(f"  {name:<6} {describe_timing(TIMINGS[name])}" for name in TIMINGS)
+    return (
+        f"faults (--fault NAME[:N][@MAC]; also at run time via org.bluezjk.Simulator1):\n"
+        f"{faults}\n\ntimings (--timing, default real):\n{timings}\n\n"
+        "Devices, faults, timings and the control interface: docs/simulator.md.\n"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jk-ble-sim",
         description="Serve org.bluez with emulated JK-BMS devices on a D-Bus bus.",
-        epilog="Devices, faults, timings and the control interface: docs/simulator.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_epilog(),
     )
     p.add_argument(
         "--spawn-bus",
@@ -43,14 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME[:N][@MAC]",
-        help="repeatable; N = times before it clears (none: until cleared), @MAC = one device; "
-        f"NAME: {', '.join(FAULT_NAMES)}",
+        help="repeatable; N = times before it clears (none: persistent), @MAC = one device "
+        "(none: all); the faults are listed below",
     )
     p.add_argument(
         "--timing",
         choices=sorted(TIMINGS),
         default="real",
-        help="delays: real (BlueZ-like, the default), fast (tests), zero (none)",
+        help="link delays (default real): "
+        + "; ".join(f"{name}: {describe_timing(TIMINGS[name])}" for name in sorted(TIMINGS)),
     )
     p.add_argument(
         "--bluez",
@@ -59,14 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         help="BlueZ version whose D-Bus behaviour to play (default 5.66, Debian 12 / Pi OS "
         "bookworm): before 5.84 a failed AcquireNotify never replies and wedges the notify",
     )
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default WARNING (any case)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
     try:
         devices = [parse_device(text) for text in (args.device or [DEFAULT_DEVICE])]
@@ -112,6 +132,10 @@ async def _serve(
         closed = asyncio.ensure_future(sim.wait_closed())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        # Shutting down from here on: a further Ctrl-C or SIGTERM (a shell's trap after the
+        # terminal's SIGINT) must not interrupt the cleanup and leave the private bus's
+        # directory behind; the loop's own handlers are gone once asyncio.run returns.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         for fut in (closed, stopping):
             fut.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

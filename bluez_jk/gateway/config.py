@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -123,13 +124,21 @@ class GatewayConfig:
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
     control: ControlConfig = ControlConfig()
+    # What a check could not verify here (a systemd credential outside its unit).
+    notes: tuple[str, ...] = ()
+
+
+# systemd puts a unit's LoadCredential= files here, visible only to that unit's processes.
+CREDENTIALS_ROOT = "/run/credentials/"
 
 
 class _Checker:
     """Collects problems instead of stopping at the first, so one run lists them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, defer_credentials: bool = False) -> None:
         self.problems: list[ConfigError] = []
+        self.notes: list[str] = []
+        self.defer_credentials = defer_credentials
 
     def fail(self, key: str, reason: str) -> None:
         self.problems.append(ConfigError(reason, key=key))
@@ -324,7 +333,24 @@ def _parse_mqtt(raw: Any, c: _Checker, base_dir: Path) -> MqttConfig:
         try:
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as err:
-            c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
+            if (
+                c.defer_credentials
+                and str(path).startswith(CREDENTIALS_ROOT)
+                and not os.environ.get("CREDENTIALS_DIRECTORY")
+            ):
+                # Only the unit sees this file; its ExecStartPre check reads it for real.
+                c.notes.append(
+                    f"mqtt.password_file: {path} exists only inside the systemd unit "
+                    "(LoadCredential=); not checked here, the unit checks it before each start"
+                )
+            elif str(path).startswith(CREDENTIALS_ROOT):
+                c.fail(
+                    "mqtt.password_file",
+                    f"cannot read {path}: {err.strerror} (a systemd credential: it exists only "
+                    "inside the jk-ble-mqtt-gateway unit)",
+                )
+            else:
+                c.fail("mqtt.password_file", f"cannot read {path}: {err.strerror}")
         except UnicodeDecodeError:
             c.fail("mqtt.password_file", f"{path} is not UTF-8 text")
     return MqttConfig(
@@ -436,13 +462,17 @@ TOP_KEYS = (
 )
 
 
-def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
+def parse_config(
+    raw: Any, *, base_dir: Path | None = None, defer_credentials: bool = False
+) -> GatewayConfig:
     """A validated GatewayConfig from the parsed JSON document; raises ConfigProblems.
 
     `base_dir` resolves relative file names (password_file, TLS files): the config's folder.
+    `defer_credentials` (`--check-config` from a shell) accepts a password_file under
+    /run/credentials/ that only the service can read, and says so in `notes`.
     """
     base = base_dir or Path.cwd()
-    c = _Checker()
+    c = _Checker(defer_credentials=defer_credentials)
     src = c.obj(raw, "", TOP_KEYS)
     if src is None:
         raise ConfigProblems(c.problems)
@@ -516,10 +546,11 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> GatewayConfig:
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        notes=tuple(c.notes),
     )
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path, *, defer_credentials: bool = False) -> GatewayConfig:
     """Read and validate the config file; every failure is a ConfigError naming the key."""
     file = Path(path)
     try:
@@ -529,7 +560,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file} is not UTF-8 text", key="config") from err
     raw = parse_json(text, str(file), key="config")
-    return parse_config(raw, base_dir=file.resolve().parent)
+    return parse_config(raw, base_dir=file.resolve().parent, defer_credentials=defer_credentials)
 
 
 def parse_json(text: str | bytes, what: str, *, key: str) -> Any:

@@ -324,17 +324,20 @@ def gateway_discovery_configs(
     return {topic: json.dumps(config, ensure_ascii=False, separators=(",", ":"))}
 
 
-def device_identifier(reading: Reading) -> str:
-    """The BMS's own serial number when known, else its MAC (before device info arrived)."""
+def device_identifier(reading: Reading, *, by_address: bool = False) -> str:
+    """The BMS's own serial number when known, else its MAC (before device info arrived, or
+    `by_address` when another BMS of this gateway already reported the same serial)."""
     serial = reading["status"]["device_info"].get("serial_number")
-    slug = _slug(serial) if isinstance(serial, str) else ""
+    slug = _slug(serial) if isinstance(serial, str) and not by_address else ""
     return f"bluez_jk_{slug or _slug(reading['address'])}"
 
 
-def bms_device(name: str, reading: Reading, *, node_id: str) -> dict[str, Any]:
+def bms_device(
+    name: str, reading: Reading, *, node_id: str, by_address: bool = False
+) -> dict[str, Any]:
     info = reading["status"]["device_info"]
     device: dict[str, Any] = {
-        "identifiers": [device_identifier(reading)],
+        "identifiers": [device_identifier(reading, by_address=by_address)],
         # The BLE address ties the serial-based device to the MAC-based one HA may already know.
         "connections": [["bluetooth", reading["address"].upper()]],
         "name": name,
@@ -443,11 +446,13 @@ def discovery_configs(
     prefix: str,
     node_id: str,
     switches: Collection[str] = (),
+    by_address: bool = False,
 ) -> dict[str, str]:
     """Config topic -> retained JSON payload for every entity of BMS `name` (the current set).
 
-    `switches`: the control switches to offer (only those enabled and allowed for writing)."""
-    device = bms_device(name, reading, node_id=node_id)
+    `switches`: the control switches to offer (only those enabled and allowed for writing);
+    `by_address`: identify the device by its MAC (its serial collides with another BMS's)."""
+    device = bms_device(name, reading, node_id=node_id, by_address=by_address)
     node = _slug(node_id)
     out: dict[str, str] = {}
     for entity in entities_for(reading):

@@ -25,6 +25,8 @@ import hashlib
 import logging
 import socket
 import ssl
+import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,6 +50,13 @@ ANSWER_QUEUE_LIMIT = 100
 # Messages handed to paho and not yet acknowledged; paho re-sends these itself after a
 # reconnect, everything beyond stays in our bounded queue.
 MAX_HANDED = 50
+
+# paho's reconnect delays (reconnect_delay_set below): 1 s, doubled per failure, at most 5 s.
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 5
+# A broker that stays unreachable is reported at once, then at most this often per link
+# (unless the reason changes), so the journal shows it without a line every few seconds.
+FAILURE_LOG_INTERVAL_S = 60.0
 
 MessageHandler = Callable[[str, bytes], None]
 
@@ -99,6 +108,45 @@ def default_client_id(base_topic: str) -> str:
     return f"bluez-jk-{socket.gethostname()[:24]}-{digest}"
 
 
+def next_retry_s(failures: int) -> int:
+    """When paho tries again after `failures` failed attempts in a row."""
+    return int(min(RECONNECT_MAX_S, RECONNECT_MIN_S << max(0, min(failures - 1, 8))))
+
+
+def describe_connect_error(err: BaseException | None) -> str:
+    """Why a connect attempt failed, in words that point at the config key to check."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (
+            f"TLS certificate not accepted ({err.verify_message}): check mqtt.tls.ca_file "
+            "and that mqtt.host matches the name in the broker's certificate"
+        )
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed ({err.reason or err}): check mqtt.tls and the port"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused: no broker listens there (check mqtt.host and mqtt.port)"
+    if isinstance(err, socket.gaierror):
+        return f"host name not resolved ({err.strerror}): check mqtt.host"
+    if isinstance(err, TimeoutError | socket.timeout):
+        return "no answer (timed out): broker down, firewall, or wrong mqtt.host"
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}: check mqtt.host and mqtt.port"
+    return "connection failed"
+
+
+def configure_client(client: paho.Client, config: MqttConfig) -> None:
+    """Credentials and TLS as the config says (the gateway, its probe and --via-mqtt alike)."""
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    tls = config.tls
+    if tls.enabled:
+        client.tls_set(
+            ca_certs=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+
+
 def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
     """Every MQTT packet the gateway sends is small and someone waits for it (a `raw` after
     `cmd/read`, a PUBACK): with Nagle's algorithm on, each one can sit ~40 ms behind the
@@ -119,6 +167,7 @@ class MqttLink:
         subscriptions: Iterable[str] = (),
         on_message: MessageHandler | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        on_health: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -132,6 +181,14 @@ class MqttLink:
         self.taken_over = 0
         self._quick_drops = 0
         self._connected_at = 0.0
+        # Why the link is not connected (None while connected or before the first attempt).
+        self.problem: str | None = None
+        self.failed_attempts = 0
+        self._logged_problem: str | None = None
+        self._logged_at = 0.0
+        self._suppressed = 0
+        self._refused = False
+        self.on_health = on_health
         self._queue: deque[Outgoing] = deque()
         self._answers: deque[Outgoing] = deque()
         self.answers_dropped = 0
@@ -150,21 +207,13 @@ class MqttLink:
         client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
         )
-        if self.config.username is not None:
-            client.username_pw_set(self.config.username, self.config.password)
-        tls = self.config.tls
-        if tls.enabled:
-            client.tls_set(
-                ca_certs=tls.ca_file,
-                certfile=tls.cert_file,
-                keyfile=tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        configure_client(client, self.config)
         client.will_set(self.will_topic, b"false", qos=QOS, retain=True)
         # Short enough that Readings flow again soon after a broker restart.
-        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.on_socket_open = _no_delay
         client.on_connect = self._t_on_connect
+        client.on_connect_fail = self._t_on_connect_fail
         client.on_disconnect = self._t_on_disconnect
         client.on_publish = self._t_on_publish
         client.on_message = self._t_on_message
@@ -176,6 +225,11 @@ class MqttLink:
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
     ) -> None:
         self._call(self._on_connect, not reason.is_failure, str(reason))
+
+    def _t_on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        # paho calls this from inside its `except OSError` around the connect (TCP, TLS), and
+        # passes no error: the exception being handled is the reason.
+        self._call(self._on_connect_failed, describe_connect_error(sys.exc_info()[1]))
 
     def _t_on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
@@ -217,11 +271,26 @@ class MqttLink:
 
     def _on_connect(self, ok: bool, reason: str) -> None:
         if not ok:
-            log.warning("mqtt connect refused client=%s reason=%s", self.client_id, reason)
+            # paho reports the closed socket next (_on_disconnect): count the attempt once.
+            self._refused = True
+            self._on_connect_failed(f"broker refused the connection: {reason}")
             return
         self.connected = True
         self.connects += 1
         self._connected_at = self._loop.time() if self._loop is not None else 0.0
+        if self.problem is not None:
+            log.warning(
+                "mqtt connected again client=%s host=%s port=%d after failed_attempts=%d",
+                self.client_id,
+                self.config.host,
+                self.config.port,
+                self.failed_attempts,
+            )
+        self.problem = None
+        self.failed_attempts = 0
+        self._logged_problem = None
+        self._suppressed = 0
+        self._health_changed()
         self._connected_event.set()
         log.info("mqtt connected client=%s connects=%d", self.client_id, self.connects)
         for topic in self.subscriptions:
@@ -234,10 +303,55 @@ class MqttLink:
     def _on_disconnect(self, reason: str) -> None:
         if not self.closing:
             self._note_takeover(reason)
-        if self.connected and not self.closing:
-            log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
+        was_connected = self.connected
         self.connected = False
         self._connected_event.clear()
+        if self.closing:
+            return
+        if was_connected:
+            log.warning("mqtt disconnected client=%s reason=%s", self.client_id, reason)
+            self.problem = f"disconnected: {reason}"
+            self._health_changed()
+        elif self._refused:
+            self._refused = False
+        else:
+            # The broker closed the socket before answering CONNECT, e.g. mosquitto dropping
+            # a client whose will topic its ACL denies.
+            self._on_connect_failed(f"broker closed the connection before accepting it: {reason}")
+
+    def _on_connect_failed(self, reason: str) -> None:
+        """One failed connect attempt: a warning (rate-limited per link) and the health."""
+        if self.closing:
+            return
+        self.failed_attempts += 1
+        changed = reason != self.problem
+        self.problem = reason
+        now = time.monotonic()
+        if reason != self._logged_problem or now - self._logged_at >= FAILURE_LOG_INTERVAL_S:
+            log.warning(
+                "mqtt connect failed client=%s host=%s port=%d reason=%s failed_attempts=%d "
+                "next_retry_s=%d%s",
+                self.client_id,
+                self.config.host,
+                self.config.port,
+                reason,
+                self.failed_attempts,
+                next_retry_s(self.failed_attempts),
+                f" (same failure {self._suppressed} more times since the last report)"
+                if self._suppressed
+                else "",
+            )
+            self._logged_problem = reason
+            self._logged_at = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+        if changed:
+            self._health_changed()
+
+    def _health_changed(self) -> None:
+        if self.on_health is not None:
+            self.on_health()
 
     def _note_takeover(self, reason: str) -> None:
         """Say by name when another client with our id keeps pushing us off the broker.

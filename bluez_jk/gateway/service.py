@@ -12,11 +12,12 @@ import functools
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bluez_jk import __version__
-from bluez_jk.errors import ConfigError
+from bluez_jk.errors import ConfigError, Paused
 from bluez_jk.gateway import discovery
 from bluez_jk.gateway.audit import AuditLog
 from bluez_jk.gateway.config import (
@@ -32,7 +33,7 @@ from bluez_jk.gateway.overrides import resolve
 from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
 from bluez_jk.reader import Reader
-from bluez_jk.reading import Reading
+from bluez_jk.reading import Reading, error_reading
 from bluez_jk.writer import write_and_verify
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,17 @@ class Gateway:
             config.mqtt,
             client_id=f"{client_id}-gateway",
             will_topic=f"{self.base}/gateway/online",
+            on_health=self.report_health,
         )
         self.links: dict[str, MqttLink] = {}
         self._command_tokens: dict[str, tuple[float, float]] = {}
         self._dropped_logged: dict[str, float] = {}
         self.commands_dropped: dict[str, int] = {}
         self.failed = False
+        self._status: str | None = None
+        # Home Assistant device identifier -> the device that claimed it first.
+        self._ha_identifiers: dict[str, str] = {}
+        self._ha_collisions: set[str] = set()
         for device in devices:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
@@ -116,6 +122,7 @@ class Gateway:
                 will_topic=f"{prefix}online",
                 subscriptions=[prefix + command for command in COMMANDS],
                 on_message=self.handle_message,
+                on_health=self.report_health,
             )
         if writer is None and isinstance(reader, Reader):
             writer = functools.partial(write_and_verify, reader)
@@ -194,6 +201,28 @@ class Gateway:
         if ok and self.config.homeassistant.enabled:
             self._publish_discovery(state.name, reading)
 
+    def _ha_by_address(self, name: str, reading: Reading) -> bool:
+        """True when another device of this gateway already uses this reading's identifier
+        (two BMS reporting one serial): Home Assistant would merge or reject them, so this one
+        is identified by its MAC instead."""
+        wanted = discovery.device_identifier(reading)
+        owner = self._ha_identifiers.setdefault(wanted, name)
+        if owner == name:
+            return False
+        if name not in self._ha_collisions:
+            self._ha_collisions.add(name)
+            log.warning(
+                "home assistant identifier collision device=%s other=%s identifier=%s: "
+                "both report serial %s, identifying %s by its address %s instead",
+                name,
+                owner,
+                wanted,
+                reading["status"]["device_info"].get("serial_number"),
+                name,
+                reading["address"],
+            )
+        return True
+
     def _publish_discovery(self, name: str, reading: Reading) -> None:
         ha = self.config.homeassistant
         configs = discovery.discovery_configs(
@@ -203,6 +232,7 @@ class Gateway:
             prefix=ha.prefix,
             node_id=self.node_id,
             switches=self.control.switches(name),
+            by_address=self._ha_by_address(name, reading),
         )
         for topic, payload in configs.items():
             self.gateway_link.set_retained(topic, payload)
@@ -248,6 +278,9 @@ class Gateway:
             return
         try:
             if command == "cmd/read":
+                if self._paused(name):
+                    self._answer_paused(name)
+                    return
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
@@ -269,6 +302,21 @@ class Gateway:
 
     def _answer(self, name: str, leaf: str, result: dict[str, Any]) -> None:
         self.links[name].publish(self.topic(name, leaf), _dumps(result), answer=True)
+
+    def _paused(self, name: str) -> bool:
+        state = self.scheduler.devices[name]
+        return state.paused_until is not None and self.scheduler.clock.now() < state.paused_until
+
+    def _answer_paused(self, name: str) -> None:
+        """A read request on a paused device gets a `raw` with a Paused error at once, instead
+        of silence that a waiting client can only take for a timeout."""
+        state = self.scheduler.devices[name]
+        until = state.paused_until_epoch or time.time()
+        error = Paused.until(name, until, self.topic(name, "cmd/pause"))
+        config = state.config
+        reading = error_reading(name, config.address, config.adapter, error)
+        self.links[name].publish(self.topic(name, "raw"), _dumps(reading))
+        log.info("cmd/read device=%s answered=Paused until_epoch=%.0f", name, until)
 
     def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, persist, then apply one cmd/config; the result payload."""
@@ -364,6 +412,26 @@ class Gateway:
         self._command_tokens[name] = (tokens - 1.0, now)
         return True
 
+    # -- health -------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """The one-line health systemd shows (`systemctl status`, sd_notify STATUS)."""
+        links = [self.gateway_link, *self.links.values()]
+        line = f"polling {len(self.links)} device(s)"
+        problems = [link.problem for link in links if link.problem]
+        mqtt = self.config.mqtt
+        if problems:
+            return f"{line}; MQTT {mqtt.host}:{mqtt.port} NOT CONNECTED: {problems[0]}"
+        if all(link.connected for link in links):
+            return f"{line}; MQTT {mqtt.host}:{mqtt.port} connected"
+        return f"{line}; MQTT {mqtt.host}:{mqtt.port} connecting"
+
+    def report_health(self) -> None:
+        line = self.status_line()
+        if line != self._status:
+            self._status = line
+            self.notifier.send(f"STATUS={line}")
+
     # -- life cycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -378,7 +446,8 @@ class Gateway:
             link.start()
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
-        self.notifier.send("READY=1", f"STATUS=polling {len(self.links)} device(s)")
+        self._status = self.status_line()
+        self.notifier.send("READY=1", f"STATUS={self._status}")
         log.info("gateway started devices=%d", len(self.links))
         stopping = asyncio.create_task(stop.wait())
         try:

@@ -57,6 +57,11 @@ class StreamDecoder:
     def errors(self) -> list[ProtocolErrorRecord]:
         return self.assembler.errors
 
+    @property
+    def undetected(self) -> int:
+        """Valid frames still waiting for the protocol to be known."""
+        return len(self._pending)
+
     def feed(self, chunk: bytes, now: float | None = None) -> list[Decoded]:
         """Decoded frames completed by this chunk, in order. `now` stamps `last_update`."""
         decoded: list[Decoded] = []

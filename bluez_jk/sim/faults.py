@@ -26,6 +26,27 @@ FaultName = Literal[
 ]
 FAULT_NAMES: tuple[str, ...] = get_args(FaultName)
 
+# One line per fault, for `jk-ble-sim --help` (and a test keeps it complete).
+FAULT_HELP: dict[str, str] = {
+    "not-advertising": "no device object; discovery never finds it",
+    "uncached": "no device object until discovery has run about 1 s",
+    "in-progress": "Connect answers org.bluez.Error.InProgress",
+    "connect-abort": "Connect answers Failed le-connection-abort-by-local",
+    "no-services": "connects, ServicesResolved never turns true",
+    "notify-acquired": "another client holds notifications (NotPermitted 'Notify acquired') "
+    "until the device disconnects",
+    "drop-mid-frame": "the link drops halfway through a cell-info frame",
+    "bad-crc": "frames with a wrong checksum",
+    "junk": "AT noise, acks glued to frames, frames split across chunks",
+    "silent": "connects and accepts writes, never notifies",
+    "slow": "a long gap between chunks (0.2 s with --timing real)",
+    "auth-required": "writes answer org.bluez.Error.NotAuthorized",
+    "stale-cache": "the GATT cache holds a previous firmware's objects until RemoveDevice",
+    "left-connected": "a link left up by a previous process (Connected=true at start)",
+    "stop-discovery-rejected": "StopDiscovery answers InProgress",
+}
+
+
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _SPEC = re.compile(r"^(?P<name>[a-z-]+)(?::(?P<count>\d+))?(?:@(?P<mac>[0-9A-Fa-f:]+))?$")
 

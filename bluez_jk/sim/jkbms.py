@@ -42,13 +42,18 @@ class BmsState:
         self.rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
         self.cells = spec.cells
         self.offsets = [self.rng.uniform(-0.008, 0.008) for _ in range(self.cells)]
+        # Every emulated pack is its own battery, derived from its address: two simulated BMS
+        # never share a serial number (Home Assistant identifies devices by it) or readings.
+        self.serial = f"{(seed * 2_654_435_761) % 10**11:011d}"
         self.base_v = 3.31
-        self.current_a = 4.2
-        self.soc_pct = 67.0
-        self.capacity_ah = 280.0
-        self.temps_c = [24.6, 25.1]
-        self.mos_c = 29.3
-        self.cycles = 41
+        self.current_a = round(self.rng.uniform(-8.0, 8.0), 1)
+        self.soc_pct = round(self.rng.uniform(35.0, 95.0), 1)
+        self.capacity_ah = float(self.rng.choice((100, 150, 200, 230, 280, 304, 314)))
+        ambient = self.rng.uniform(15.0, 28.0)
+        self.temps_c = [round(ambient + self.rng.uniform(-0.5, 0.5), 1) for _ in range(2)]
+        self.mos_c = round(ambient + self.rng.uniform(3.0, 6.0), 1)
+        self.cycles = self.rng.randint(5, 400)
+        self.power_on_count = self.rng.randint(3, 60)
         self.started = time.monotonic()
         self.overrides: dict[str, Any] = {}
         # Settings changed by register writes, shown in every later settings frame.
@@ -119,10 +124,10 @@ class BmsState:
             "hw_rev": profile.hw_rev,
             "sw_rev": profile.sw_rev,
             "uptime": int(time.monotonic() - self.started) + 3_600_000,
-            "power_on_count": 19,
+            "power_on_count": self.power_on_count,
             "device_name": self.spec.display_name[:15],
             "manufacturing_date": "240115",
-            "serial_number": "40729491365",
+            "serial_number": self.serial,
             "user_data": "bluez-jk sim",
         }
         return values

@@ -121,6 +121,17 @@ class PrivateBus:
         self.close()
 
     def close(self) -> None:
+        # A second Ctrl-C or a SIGTERM arriving while we stop the daemon (a shell sends SIGINT
+        # to the whole process group, then its trap sends SIGTERM) must not cut the cleanup
+        # short and leave the directory behind: hold them until it is done.
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            self._close()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _close(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.terminate()

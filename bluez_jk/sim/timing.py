@@ -33,3 +33,14 @@ TIMINGS: dict[TimingName, Timing] = {
     # No artificial delays; the outbox still paces writes by the socket's fill level.
     "zero": Timing("zero", 0.0, 0.0, 0.0, 0.0, 0.05, 0.0, 0.05, 0.0, 0.0, 0.05, 0.05, 0.0),
 }
+
+
+def describe_timing(timing: Timing) -> str:
+    """The figures a user of the simulator notices, for `jk-ble-sim --help`."""
+    return (
+        f"connect {timing.connect_s + timing.att_s:g} s, services {timing.resolve_s:g} s, "
+        f"reply {timing.reply_s:g} s, cell info every {timing.cell_period_s:g} s, "
+        f"disconnect grace {timing.disconnect_grace_s:g} s, "
+        f"silent-device connect timeout {timing.connect_timeout_s:g} s, "
+        f"gap under the slow fault {timing.slow_chunk_s:g} s"
+    )

@@ -94,4 +94,5 @@ def test_password_file_and_tls(
     sim.wait_log(lambda e: e["event"] == "connected" and e["t"] > started, timeout_s=10)
     assert refused.alive()
     assert refused.terminate() == 0
-    assert "mqtt connect refused" in refused.log()
+    assert "mqtt connect failed" in refused.log()
+    assert "broker refused the connection" in refused.log()

@@ -10,6 +10,7 @@ topic, `name_override` names the measurement.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import tomllib
@@ -94,3 +95,13 @@ def to_point(conf: dict[str, Any], topic: str, payload: bytes) -> Point:
             if name != "_" and name:
                 point.tags[name] = level
     return point
+
+
+def routes_to(output: dict[str, Any], measurement: str) -> bool:
+    """Telegraf's measurement filters on an output: namepass (only these), then namedrop
+    (not these); glob patterns, no filter = everything."""
+    passing = output.get("namepass")
+    if passing is not None and not any(fnmatch.fnmatchcase(measurement, p) for p in passing):
+        return False
+    dropping = output.get("namedrop") or []
+    return not any(fnmatch.fnmatchcase(measurement, p) for p in dropping)

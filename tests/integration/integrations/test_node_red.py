@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,7 +123,7 @@ def test_latest_and_history_follow_each_poll(mosquitto: Broker, node_red: NodeRe
         assert (status, body) == (202, {"requested": "jk1"})
         gateway.wait_topic("bms/jk/jk1/cmd/read", timeout_s=10)
 
-    status, page = node_red.request("/dashboard/jk-bms")
+    status, page = node_red.request("/jk-dashboard/jk-bms")
     assert status == 200
     assert "<html" in str(page).lower()
     assert node_red.request("/jk/nope/history48h")[0] == 404
@@ -141,6 +143,76 @@ def test_history_drops_points_older_than_48_hours(mosquitto: Broker, node_red: N
     # Kept: everything within 48 h of the newest point (60 h): 24 h, 47 h, 49 h, 60 h.
     assert [round((p["ts"] - base) / 3600) for p in history["points"]] == [24, 47, 49, 60]
     assert_clean_log(node_red)
+
+
+def test_history_is_bounded_by_time_and_slots_not_by_count(
+    mosquitto: Broker, node_red: NodeRed
+) -> None:
+    """A 2 s poll for 48 h would be 86,400 points: the history keeps one per 10 s slot (the
+    newest), so memory is bounded while the window stays 48 h (a 20,000-point cap held 11 h)."""
+    base = 1771000000.0
+    sent = [base + 2 * i for i in range(30)]  # 60 s at one read every 2 s
+    sent.append(base + 47.5 * 3600)  # and one 47.5 h later: the first points must stay
+    with MqttProbe(mosquitto, []) as gateway:
+        for ts in sent:
+            reading = vector_reading("jk02_32s_v19_27", last_update=ts)
+            gateway.publish("bms/jk/jk1/metrics", json.dumps(to_metrics(reading)))
+        history = node_red.wait_json(
+            "/jk/jk1/history48h", lambda h: h["points"] and h["points"][-1]["ts"] == sent[-1]
+        )
+    assert history["resolution_s"] == 10
+    # 60 s of 2 s polls fill six 10 s slots, each holding its newest reading.
+    assert [p["ts"] - base for p in history["points"][:-1]] == [8, 18, 28, 38, 48, 58]
+    assert history["count"] == 7
+    flow = json.loads((REPO / "config" / "node-red" / "jk-bms-flow.json").read_text())
+    source = "".join(n.get("func", "") for n in flow)
+    assert "MAX_POINTS" not in source
+
+
+def _authorized(node_red: NodeRed, path: str, token: str | None, method: str = "GET") -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(
+        f"{node_red.url}{path}", method=method, headers=headers,
+        data=b"" if method == "POST" else None,
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_http_endpoints_can_require_a_token(mosquitto: Broker, tmp_path: Path) -> None:
+    flow = shipped_flow(mosquitto.host, mosquitto.port)
+    tab = next(n for n in flow if n["type"] == "tab")
+    for entry in tab["env"]:
+        if entry["name"] == "JK_HTTP_TOKEN":
+            entry["value"] = "s3cret-token"
+    server = NodeRed(tmp_path / "node-red", flow)
+    server.start()
+    try:
+        with MqttProbe(mosquitto, ["bms/jk/+/cmd/read"]) as gateway:
+            reading = vector_reading("jk02_32s_v19_27", last_update=time.time())
+            publish_poll(gateway, reading)
+            for path, method in (("/jk/jk1/latest", "GET"), ("/jk/jk1/history48h", "GET"),
+                                 ("/jk/jk1/read", "POST")):  # fmt: skip
+                assert _authorized(server, path, None, method) == 401
+                assert _authorized(server, path, "wrong-token!", method) == 401
+            assert gateway.on_topic("bms/jk/jk1/cmd/read") == []  # refused: nothing asked
+            deadline = time.monotonic() + 10
+            while _authorized(server, "/jk/jk1/latest", "s3cret-token") != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)  # the metrics may still be on their way; bounded
+            assert _authorized(server, "/jk/jk1/read", "s3cret-token", "POST") == 202
+            gateway.wait_topic("bms/jk/jk1/cmd/read", timeout_s=10)
+    finally:
+        server.stop()
+
+
+def test_dashboard_base_is_not_the_default_dashboard_path() -> None:
+    flow = json.loads((REPO / "config" / "node-red" / "jk-bms-flow.json").read_text())
+    (base,) = [n for n in flow if n["type"] == "ui-base"]
+    assert base["path"] != "/dashboard"  # an existing Dashboard 2.0 lives there
 
 
 @pytest.mark.skipif(not gateway_in_tree(), reason="runs once the gateway and sim_factory exist")

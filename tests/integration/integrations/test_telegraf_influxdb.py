@@ -21,6 +21,7 @@ from tests.integration.integrations.telegraf import (
     CONF,
     commented_section,
     load_conf,
+    routes_to,
     to_point,
 )
 from tests.unit.integrations.readings import vector_reading
@@ -44,6 +45,23 @@ def test_conf_is_what_the_gateway_contract_needs() -> None:
     v2 = commented_section(CONF, "[[outputs.influxdb_v2]]")["outputs"]["influxdb_v2"][0]
     assert {"urls", "token", "organization", "bucket"} <= set(v2)
     assert "influxdb_v2" not in conf["outputs"]  # exactly one output is active
+
+
+def test_outputs_take_only_jk_bms_beside_a_default_telegraf_conf() -> None:
+    """Beside Debian's default telegraf.conf (an unfiltered influxdb output and cpu/mem
+    inputs), jk_bms goes only to the "bms" database and cpu only to the default one, once the
+    README's namedrop line is in the default output."""
+    conf = load_conf()
+    ours = [conf["outputs"]["influxdb"][0]]
+    ours.append(commented_section(CONF, "[[outputs.influxdb_v2]]")["outputs"]["influxdb_v2"][0])
+    for output in ours:
+        assert routes_to(output, "jk_bms")
+        assert not routes_to(output, "cpu")
+    readme = (CONF.parents[2] / "README.md").read_text()
+    assert 'namedrop = ["jk_bms"]' in readme
+    default = {"urls": ["http://127.0.0.1:8086"], "database": "telegraf", "namedrop": ["jk_bms"]}
+    assert routes_to(default, "cpu")
+    assert not routes_to(default, "jk_bms")
 
 
 def test_metrics_land_in_influxdb(mosquitto: Broker, influxdb: Influx) -> None:

@@ -4,18 +4,21 @@ SIGTERM cleanup and --via-mqtt."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bluez_jk.adapter_lock import AdapterLock
+from bluez_jk.adapter_lock import AdapterLock, lock_path
 from tests.fixtures.bluez import SimHandle
 from tests.fixtures.mqtt import Broker, MqttProbe
 from tests.integration.reader.conftest import ADDRESS, assert_device_released
@@ -136,8 +139,49 @@ async def test_held_lock_gives_busy(sim: SimHandle) -> None:
             timeout=20,
         )
     assert done.returncode == 1
-    assert json.loads(done.stdout)["error"]["type"] == "Busy"
+    error = json.loads(done.stdout)["error"]
+    assert error["type"] == "Busy"
+    # Who holds the lock (this test process) and what to do instead.
+    assert f"pid {os.getpid()}" in error["message"]
+    assert "--via-mqtt" in error["message"]
     assert sim.device_props(ADDRESS)["Connected"] is False
+
+
+async def _wait_for_open_file(pid: int, path: Path, timeout_s: float = 15.0) -> None:
+    """Until process `pid` has `path` open (the reader opens the lock file, then polls it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            fds = Path(f"/proc/{pid}/fd")
+            if any(os.readlink(fds / fd) == str(path) for fd in os.listdir(fds)):
+                return
+        await asyncio.sleep(0.02)  # polling /proc; bounded by the deadline
+    raise AssertionError(f"process {pid} never opened {path}")
+
+
+async def test_ctrl_c_exits_130_with_the_real_stage(sim: SimHandle) -> None:
+    """Interrupted while waiting for the adapter lock: exit 130, type Interrupted, stage lock
+    (not a Timeout at "collect"), the adapter known, one JSON object."""
+    async with AdapterLock("hci0", timeout_s=1):
+        proc = subprocess.Popen(
+            [*READ, "--address", ADDRESS, "--adapter", "hci0", "--timeout", "30"],
+            env=sim.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await _wait_for_open_file(proc.pid, lock_path("hci0"))
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.to_thread(proc.communicate, timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert b"Traceback" not in err, err
+    assert proc.returncode == 130
+    reading = json.loads(out)
+    assert reading["error"]["type"] == "Interrupted"
+    assert reading["error"]["stage"] == "lock"
+    assert reading["adapter"] == "hci0"
 
 
 def test_sigterm_cleans_up_and_still_prints_json(sim: SimHandle) -> None:
@@ -156,8 +200,10 @@ def test_sigterm_cleans_up_and_still_prints_json(sim: SimHandle) -> None:
         if proc.poll() is None:
             proc.kill()
     assert b"Traceback" not in err
-    assert proc.returncode == 1
-    assert json.loads(out)["error"] is not None
+    assert proc.returncode == 143  # 128 + SIGTERM
+    error = json.loads(out)["error"]
+    assert error["type"] == "Interrupted"
+    assert error["stage"] == "collect"
     assert_device_released(sim)
 
 
@@ -192,6 +238,7 @@ def test_via_mqtt_asks_the_gateway(mosquitto: Broker, tmp_path: Path) -> None:
     config = _config(tmp_path, mosquitto.port)
     answer = {"name": "jk1", "address": ADDRESS, "error": None, "got": {"cell_info": True}}
     with MqttProbe(mosquitto, topics=["test/jk/jk1/cmd/read"]) as gateway:
+        gateway.publish("test/gateway/online", "true", retain=True)
         stop = threading.Event()
 
         def respond() -> None:
@@ -231,3 +278,45 @@ def test_scan_unknown_adapter_and_bad_option(sim: SimHandle) -> None:
     rc, result, _ = run([*SCAN, "--duration", "x"], sim.env)
     assert rc == 2
     assert result["error"]["type"] == "ConfigError"
+
+
+def test_scan_interrupted_still_prints_one_json_object(sim: SimHandle) -> None:
+    proc = subprocess.Popen(
+        [*SCAN, "--duration", "60"], env=sim.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        sim.wait_log(lambda e: e["event"] == "discovery_start", 15)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"Traceback" not in err, err
+    assert proc.returncode == 130
+    result = json.loads(out)
+    assert result["error"]["type"] == "Interrupted"
+    assert result["devices"] == []
+    # Discovery was stopped on the way out.
+    sim.wait_log(lambda e: e["event"] == "discovery_stop", 10)
+
+
+def test_known_bms_that_stopped_advertising_says_why(sim: SimHandle) -> None:
+    """Cached by BlueZ but silent: the connect runs into the deadline. The message names the
+    likely causes instead of only "connect did not complete"."""
+    sim.set_fault("not-advertising")
+    rc, reading, _ = run([*READ, "--address", ADDRESS, "--timeout", "3"], sim.env)
+    assert rc == 1
+    error = reading["error"]
+    assert error["type"] == "ConnectFailed"
+    for hint in ("out of range", "powered off", "phone app"):
+        assert hint in error["message"], error
+
+
+def test_unknown_bms_says_what_to_check(sim_factory: Any) -> None:
+    sim = sim_factory(faults=["not-advertising"])
+    rc, reading, _ = run(
+        [*READ, "--address", ADDRESS, "--timeout", "5", "--scan-timeout", "1"], sim.env
+    )
+    assert rc == 1
+    assert reading["error"]["type"] == "DeviceNotFound"
+    assert "jk-ble-scan --jk-only" in reading["error"]["message"]

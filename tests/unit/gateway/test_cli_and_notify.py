@@ -57,6 +57,32 @@ def test_check_config_lists_every_problem(
     assert any(line.startswith("config error: devices[0].adapter:") for line in err)
 
 
+def test_check_config_accepts_a_systemd_credential_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's own check step: password_file under mqtt pointing at the unit's
+    credential, which a shell cannot see. Accepted with a note; the gateway itself (and the
+    unit's check, which runs with CREDENTIALS_DIRECTORY set) still needs the file."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    credential = "/run/credentials/jk-ble-mqtt-gateway.service/mqtt-password"
+    path = tmp_path / "gw.json"
+    path.write_text(
+        json.dumps(
+            {
+                "mqtt": {"username": "gateway", "password_file": credential},
+                "devices": [{"name": "jk1", "address": "C8:47:80:37:02:E8"}],
+            }
+        )
+    )
+    assert main(["--check-config", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["notes"]
+    assert "exists only inside the systemd unit" in captured.err
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/jk-ble-mqtt-gateway.service")
+    assert main(["--check-config", "--config", str(path)]) == 2  # inside the unit: read it
+    assert "a systemd credential" in capsys.readouterr().err
+
+
 def test_wrapper_script_runs_the_cli(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(REPO / "tools/jk_ble_mqtt_gateway.py"), "--config", "/nonexistent"],

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bluez_jk.gateway.metrics import to_metrics
+from bluez_jk.protocol.alarms import WARNING_BITS
 from tests.unit.integrations.readings import VECTOR_SETS, vector_reading
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "config" / "grafana" / "jk-bms.json"
@@ -90,3 +91,29 @@ def test_queries_name_only_metrics_fields(dashboard: dict[str, Any]) -> None:
                 # Regexes pick one family of keys, e.g. every cell_v_NN but not cell_v_min.
                 families = {re.sub(r"\d+", "N", k) for k in matched}
                 assert len(families) <= 2, (pattern, families)
+
+
+def _mapped_text(mappings: list[dict[str, Any]], value: int) -> str | None:
+    """What Grafana shows for `value`: the first value mapping, else the first range."""
+    for mapping in mappings:
+        if mapping["type"] == "value" and str(value) in mapping["options"]:
+            return str(mapping["options"][str(value)]["text"])
+    for mapping in mappings:
+        opts = mapping["options"]
+        if mapping["type"] == "range" and opts["from"] <= value <= opts["to"]:
+            return str(opts["result"]["text"])
+    return None
+
+
+def test_errors_panel_names_the_warnings(dashboard: dict[str, Any]) -> None:
+    """The Errors panel shows the warning's name, not a raw bitmask (issue 14 item 10)."""
+    errors = next(p for p in dashboard["panels"] if p["title"] == "Errors")
+    mappings = errors["fieldConfig"]["defaults"]["mappings"]
+    assert _mapped_text(mappings, 0) == "none"
+    for bit, name in enumerate(WARNING_BITS):
+        assert _mapped_text(mappings, 1 << bit) == name.replace("_", " ")
+    assert "several" in str(_mapped_text(mappings, 0b10010))
+    timeline = next(p for p in dashboard["panels"] if p["title"] == "Switches and alarms")
+    (override,) = timeline["fieldConfig"]["overrides"]
+    alarm_mappings = override["properties"][0]["value"]
+    assert _mapped_text(alarm_mappings, 1 << 4) == "cell overvoltage"
