@@ -23,6 +23,7 @@ from bluez_jk.bluez.device import (
     DeviceWatch,
     connect,
     disconnect,
+    keep_device,
     remove_device,
     wait_services_resolved,
     watch_device,
@@ -305,6 +306,8 @@ class _Session:
         self.interval_s = interval_s
         self.streamed = False
         self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
+        self.bus: BluezBus | None = None
+        self.adapter_obj: str | None = None
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
@@ -338,7 +341,10 @@ class _Session:
             async with asyncio.timeout_at(self.deadline) as self._timeout:
                 await self._run()
         except TimeoutError:
-            raise self._deadline_error() from None
+            err = self._deadline_error()
+            if isinstance(err, NotifyStuck):
+                await self._keep_wedged(self.bus, self.adapter_obj)
+            raise err from None
         finally:
             await self._lock.aclose()
 
@@ -354,8 +360,10 @@ class _Session:
                     bus = await self.reader._get_bus(
                         failed=bus if pending == "reconnect_bus" else None
                     )
+                self.bus = bus
                 if adapter_obj is None:
                     adapter_obj = await self._resolve_adapter(bus)
+                    self.adapter_obj = adapter_obj
                 await self._take_lock()
                 await self._attempt(bus, adapter_obj, pending)
             except JkError as err:
@@ -376,7 +384,10 @@ class _Session:
                 )
                 if decision.action == "give_up":
                     if isinstance(err, NotifyAcquired) and await self._wedged(bus, adapter_obj):
-                        raise NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage) from err
+                        err = NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage)
+                    if isinstance(err, NotifyStuck):
+                        await self._keep_wedged(bus, adapter_obj)
+                        raise err from self.last_error
                     raise
                 if decision.action == "start_notify":
                     if self.req.notify_mode == "acquire":
@@ -389,6 +400,15 @@ class _Session:
                     await asyncio.sleep(decision.delay_s)
             else:
                 return
+
+    async def _keep_wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> None:
+        """A wedged device must not be removed (bluetoothd 5.66 crashes): keep it Trusted."""
+        if bus is None or adapter_obj is None:
+            return
+        try:
+            await keep_device(bus, device_path(adapter_obj, self.req.address), self.bound(2.0))
+        except JkError as err:
+            log.warning("could not mark the wedged device Trusted: %s", err)
 
     async def _wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> bool:
         """A "Notify acquired" on a link that is down: a disconnect ends every acquisition
@@ -489,6 +509,9 @@ class _Session:
             await disconnect(bus, watch, self.bound(timing.disconnect_s))
         if pending == "reset_cache" and watch.exists:
             self.stage = "resolve"
+            if await self._wedged(bus, adapter_obj):
+                # RemoveDevice on a wedged FFE1 crashes bluetoothd 5.66 (fact 16).
+                raise NotifyStuck(_STUCK_AFTER_RESET, stage="resolve")
             await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
             await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
         if not watch.exists:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from dbus_fast import Message
+from dbus_fast import Message, Variant
 
 from bluez_jk.bluez.adapter import ADAPTER, DEVICE
 from bluez_jk.bluez.bus import (
@@ -159,3 +159,23 @@ async def remove_device(bus: BluezBus, adapter_obj: str, path: str, timeout_s: f
         log.info("removed device path=%s", path)
     except ObjectVanished:
         pass
+
+
+async def keep_device(bus: BluezBus, path: str, timeout_s: float) -> None:
+    """Device1.Trusted = true: BlueZ then never drops the object as a temporary device.
+    Used when FFE1 is wedged: removing such a device crashes bluetoothd 5.66 (the real-BlueZ
+    tier saw it die ~30 s later, when the temporary object expired; docs/bluez.md fact 16).
+
+    Raises:
+        JkError: the typed error of the failed Properties.Set (callers treat it as best effort).
+    """
+    await bus.call(
+        path,
+        "org.freedesktop.DBus.Properties",
+        "Set",
+        "ssv",
+        [DEVICE, "Trusted", Variant("b", True)],
+        stage="subscribe",
+        timeout_s=timeout_s,
+    )
+    log.warning("marked Trusted so that BlueZ keeps the wedged device path=%s", path)

@@ -89,6 +89,7 @@ class Control:
             "path": device.path,
             "exported": device.exported,
             "Connected": device.connected,
+            "Trusted": device.trusted,
             "ServicesResolved": device.services_resolved,
             "Notifying": any(c.notifying for c in notify),
             "NotifyAcquired": any(c.held for c in notify),

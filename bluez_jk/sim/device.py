@@ -36,6 +36,8 @@ class Device:
         self.faults = world.faults
         self.events = world.events
         self.bluez = world.bluez
+        self.trusted = False
+        self.alias = spec.display_name
         self.adapter = adapter
         self.adapter_name = adapter.name
         self.spec = spec
@@ -96,8 +98,23 @@ class Device:
             "Connect": Method("", "", self._connect),
             "Disconnect": Method("", "", self._disconnect),
         }
-        iface = Interface(DEVICE_IFACE, types, self._props, m, {"Disconnected": "ss"})
+        iface = Interface(
+            DEVICE_IFACE,
+            types,
+            self._props,
+            m,
+            {"Disconnected": "ss"},
+            writable=frozenset({"Trusted", "Alias"}),
+            setter=self._set_property,
+        )
         return DBusObject(self.path, {DEVICE_IFACE: iface})
+
+    async def _set_property(self, name: str, value: Any) -> None:
+        if name == "Trusted":
+            self.trusted = bool(value)
+        else:
+            self.alias = str(value) or self.spec.display_name  # "" restores the name
+        self._changed(name)
 
     def _props(self) -> dict[str, Any]:
         mac = bytes.fromhex(self.address.replace(":", ""))
@@ -107,8 +124,8 @@ class Device:
             uuids = [uuid128(0xFFE0)]  # what the module advertises
         props: dict[str, Any] = {
             "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
-            "Alias": self.spec.display_name, "Paired": False, "Bonded": False,
-            "Trusted": False, "Blocked": False, "LegacyPairing": False, "CablePairing": False,
+            "Alias": self.alias, "Paired": False, "Bonded": False,
+            "Trusted": self.trusted, "Blocked": False, "LegacyPairing": False, "CablePairing": False,
             "Connected": self.connected, "UUIDs": uuids, "Adapter": self.adapter.path,
             "ManufacturerData": {_JK_COMPANY_ID: Variant("ay", b"\x88\xa0" + mac)},
             "ServicesResolved": self.services_resolved, "AdvertisingFlags": b"\x06",

@@ -115,6 +115,9 @@ class RealRig:
     async def appear(self, address: str) -> None:
         await self.peer(address).appear()
 
+    def bluez_alive(self) -> bool:
+        return self.daemons.bluetoothd is not None and self.daemons.bluetoothd.poll() is None
+
     async def restart_bluez(self) -> None:
         await asyncio.to_thread(self.daemons.restart_bluetoothd)
 

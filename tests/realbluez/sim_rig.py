@@ -40,5 +40,8 @@ class SimRig:
         await asyncio.to_thread(self.handle.set_fault, "not-advertising", None, address)
         await asyncio.to_thread(self.handle.drop_link, address)
 
+    def bluez_alive(self) -> bool:
+        return self.handle.proc is not None and self.handle.proc.poll() is None
+
     async def appear(self, address: str) -> None:
         await asyncio.to_thread(self.handle.clear_faults, "not-advertising", address)

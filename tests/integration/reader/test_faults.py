@@ -134,7 +134,10 @@ async def test_a_wedged_acquire_notify_is_named_with_the_cure(
         assert error is not None
         assert error["type"] == "NotifyStuck", error
         assert "systemctl restart bluetooth" in error["message"]
-    assert sim.device_props(ADDRESS)["Connected"] is False
+    props = sim.device_props(ADDRESS)
+    assert props["Connected"] is False
+    # Kept: BlueZ 5.66 crashes when a wedged temporary device expires (docs/bluez.md fact 16).
+    assert props["Trusted"] is True
     sim.restart()
     async with Reader(timing=FAST) as reader:
         cured = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=4.0))
