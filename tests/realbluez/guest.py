@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -174,36 +173,11 @@ async def run_all(work: Path) -> None:
     gateway_s = scenarios.env_int("REALBLUEZ_GATEWAY_S", 300)
     steps = [*scenarios.standard(reads), gateway_scenario(gateway_s), bluetoothd_restart]
 
-    async def lane(items: list[scenarios.Scenario]) -> None:
-        for item in items:
-            label = scenarios.label_of(item)
-            if only and not any(part in label for part in only.split("|")):
-                continue
-            record(work, await run_one(item, rig))
-
     try:
-        for step in steps:
-            lanes = list(step) if isinstance(step, tuple) else [[step]]
-            await asyncio.gather(*(lane(items) for items in lanes))
+        await scenarios.run_steps(rig, steps, lambda outcome: record(work, outcome), only)
     finally:
         await rig.close()
     (work / "done").write_text("ok\n")
-
-
-async def run_one(item: scenarios.Scenario, rig: scenarios.Rig) -> Outcome:
-    t0 = time.monotonic()
-    try:
-        outcome = await item(rig)
-    except Exception as exc:
-        outcome = Outcome(
-            scenarios.label_of(item),
-            False,
-            f"scenario crashed: {exc!r}",
-            details={"traceback": traceback.format_exc()},
-        )
-    if not outcome.duration_s:
-        outcome.duration_s = time.monotonic() - t0
-    return outcome
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -449,3 +450,32 @@ def flatten(steps: list[Step]) -> list[Scenario]:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.isdigit() else default
+
+
+async def run_one(item: Scenario, rig: Rig) -> Outcome:
+    t0 = time.monotonic()
+    try:
+        outcome = await item(rig)
+    except Exception as exc:
+        outcome = Outcome(label_of(item), False, f"scenario crashed: {exc!r}")
+        outcome.details["traceback"] = traceback.format_exc()
+    if not outcome.duration_s:
+        outcome.duration_s = time.monotonic() - t0
+    return outcome
+
+
+async def run_steps(
+    rig: Rig, steps: list[Step], record: Callable[[Outcome], None], only: str = ""
+) -> None:
+    """Steps in order; the lanes of a step side by side, each lane in order."""
+
+    async def lane(items: list[Scenario]) -> None:
+        for item in items:
+            label = label_of(item)
+            if only and not any(part in label for part in only.split("|")):
+                continue
+            record(await run_one(item, rig))
+
+    for step in steps:
+        lanes = list(step) if isinstance(step, tuple) else [[step]]
+        await asyncio.gather(*(lane(items) for items in lanes))
