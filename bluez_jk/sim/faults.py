@@ -40,10 +40,12 @@ FAULT_HELP: dict[str, str] = {
     "junk": "AT noise, acks glued to frames, frames split across chunks",
     "silent": "connects and accepts writes, never notifies",
     "slow": "a long gap between chunks (0.2 s with --timing real)",
-    "auth-required": "writes answer org.bluez.Error.NotAuthorized",
+    "auth-required": "the BMS refuses the CCCD write: StartNotify unanswered while BlueZ "
+    "tries to pair; on --bluez 5.66 AcquireNotify never answers and wedges the notify",
     "stale-cache": "the GATT cache holds a previous firmware's objects until RemoveDevice",
     "left-connected": "a link left up by a previous process (Connected=true at start)",
     "stop-discovery-rejected": "StopDiscovery answers InProgress",
+    "ignore-writes": "register writes are acknowledged but not applied",
 }
 
 

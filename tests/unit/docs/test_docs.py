@@ -239,8 +239,8 @@ def _topic_leaves() -> set[str]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "topic"
-                and len(node.args) == 2
+                # `topic(name, leaf)`, and `_answer(name, leaf, result)` for command results.
+                and (node.func.attr, len(node.args)) in (("topic", 2), ("_answer", 3))
                 and isinstance(node.args[1], ast.Constant)
                 and node.args[1].value
             ):
