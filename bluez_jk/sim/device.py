@@ -124,8 +124,8 @@ class Device:
             uuids = [uuid128(0xFFE0)]  # what the module advertises
         props: dict[str, Any] = {
             "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
-            "Alias": self.alias, "Paired": False, "Bonded": False,
-            "Trusted": self.trusted, "Blocked": False, "LegacyPairing": False, "CablePairing": False,
+            "Alias": self.alias, "Paired": False, "Bonded": False, "Trusted": self.trusted,
+            "Blocked": False, "LegacyPairing": False, "CablePairing": False,
             "Connected": self.connected, "UUIDs": uuids, "Adapter": self.adapter.path,
             "ManufacturerData": {_JK_COMPANY_ID: Variant("ay", b"\x88\xa0" + mac)},
             "ServicesResolved": self.services_resolved, "AdvertisingFlags": b"\x06",

@@ -166,10 +166,17 @@ def fault_timeout(rig: Rig) -> float:
 
 
 async def scan(rig: Rig) -> Outcome:
-    code, out = await run_tool(
-        rig, "bluez_jk.cli.scan", "--adapter", "hci0", "--duration", "8", "--jk-only"
-    )
-    seen = {d["address"]: d for d in out.get("devices", [])}
+    """jk-ble-scan on every adapter a BMS is configured on: each BMS with name and RSSI."""
+    seen: dict[str, dict[str, Any]] = {}
+    codes = []
+    for adapter in sorted({b.adapter for b in rig.bms.values()}):
+        code, out = await run_tool(
+            rig, "bluez_jk.cli.scan", "--adapter", adapter, "--duration", "8", "--jk-only"
+        )
+        codes.append(code)
+        seen.update({d["address"]: d for d in out.get("devices", [])})
+    code = max(codes)
+    out = {"devices": list(seen.values())}
     missing = [b.name for b in rig.bms.values() if b.address not in seen]
     unnamed = [a for a, d in seen.items() if not d.get("name") or d.get("rssi") is None]
     ok = code == 0 and not missing and not unnamed
