@@ -30,6 +30,7 @@ from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
 from tests.realbluez.guest_boards import BOARDS
 from tests.realbluez.peer import PeerBms, host_controller
+from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
 
 log = logging.getLogger("realbluez.guest")
@@ -171,7 +172,12 @@ async def run_all(work: Path) -> None:
     only = os.environ.get("REALBLUEZ_ONLY", "")
     reads = scenarios.env_int("REALBLUEZ_READS", 100)
     gateway_s = scenarios.env_int("REALBLUEZ_GATEWAY_S", 300)
-    steps = [*scenarios.standard(reads), gateway_scenario(gateway_s), bluetoothd_restart]
+    steps = [
+        *scenarios.standard(reads),
+        *all_probes(),
+        gateway_scenario(gateway_s),
+        bluetoothd_restart,
+    ]
 
     try:
         await scenarios.run_steps(rig, steps, lambda outcome: record(work, outcome), only)

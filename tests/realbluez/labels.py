@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tests.realbluez.gateway_run import RESTART_LABEL, gateway_label
+from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import env_int, flatten, label_of, standard
 
 
@@ -16,8 +17,17 @@ def standard_labels() -> list[str]:
     return [label_of(s) for s in flatten(standard(reads()))]
 
 
+def probe_labels() -> list[str]:
+    return [label_of(p) for p in all_probes()]
+
+
 def real_labels() -> list[str]:
-    return [*standard_labels(), gateway_label(env_int("REALBLUEZ_GATEWAY_S", 300)), RESTART_LABEL]
+    return [
+        *standard_labels(),
+        *probe_labels(),
+        gateway_label(env_int("REALBLUEZ_GATEWAY_S", 300)),
+        RESTART_LABEL,
+    ]
 
 
 def selected(label: str) -> bool:

@@ -127,9 +127,10 @@ async def settle_leftovers(bus: MessageBus, address: str, within_s: float = 6.0)
 
 async def system_bus(rig: Rig) -> MessageBus:
     address = rig.env.get("DBUS_SYSTEM_BUS_ADDRESS")
+    # Unix fds: AcquireNotify's reply carries one (without them it never arrives).
     if address:
-        return await MessageBus(bus_address=address).connect()
-    return await MessageBus(bus_type=BusType.SYSTEM).connect()
+        return await MessageBus(bus_address=address, negotiate_unix_fd=True).connect()
+    return await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
 
 
 def request(bms: Bms, **kw: Any) -> ReadRequest:

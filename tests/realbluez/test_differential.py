@@ -16,7 +16,8 @@ import pytest
 
 from tests.fixtures.bluez import SimHandle
 from tests.realbluez import table, vm
-from tests.realbluez.labels import reads, real_labels, selected, standard_labels
+from tests.realbluez.labels import probe_labels, reads, real_labels, selected, standard_labels
+from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Outcome, run_steps, standard
 from tests.realbluez.sim_rig import SimRig
 
@@ -37,12 +38,21 @@ def sim_outcomes() -> dict[str, dict[str, Any]]:
             asyncio.run(run_steps(rig, standard(reads()), outcomes.append, only))
     finally:
         handle.stop()
+    # The probes compare single calls, so the simulator plays BlueZ's own timing for them.
+    handle = SimHandle(devices=SimRig.device_args(), timing="real").start()
+    try:
+        rig = SimRig(handle, tempfile.mkdtemp(prefix="bluez-jk-sim-locks-"))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DBUS_SYSTEM_BUS_ADDRESS", handle.bus_address)
+            asyncio.run(run_steps(rig, list(all_probes()), outcomes.append, only))
+    finally:
+        handle.stop()
     table.RESULTS["sim"] = [json.loads(o.to_json()) for o in outcomes]
     return {o.scenario: json.loads(o.to_json()) for o in outcomes}
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("label", standard_labels())
+@pytest.mark.parametrize("label", [*standard_labels(), *probe_labels()])
 def test_on_the_simulator(sim_outcomes: dict[str, dict[str, Any]], label: str) -> None:
     if not selected(label):
         pytest.skip("not in REALBLUEZ_ONLY")
@@ -64,12 +74,16 @@ def test_no_unexplained_difference(
 ) -> None:
     real = {o["scenario"]: o for o in real_run.outcomes}
     differences = []
-    for label in standard_labels():
+    for label in [*standard_labels(), *probe_labels()]:
         if not selected(label) or label not in real or label not in sim_outcomes:
             continue
         if label in table.KNOWN_DIFFERENCES:
             continue
-        if kind(sim_outcomes[label]) != kind(real[label]):
+        sim_steps = sim_outcomes[label]["details"].get("steps")
+        real_steps = real[label]["details"].get("steps")
+        if sim_steps is not None and sim_steps != real_steps:
+            differences.append(f"{label}:\n  simulator {sim_steps}\n  real      {real_steps}")
+        elif kind(sim_outcomes[label]) != kind(real[label]):
             differences.append(
                 f"{label}: simulator {kind(sim_outcomes[label])} "
                 f"({sim_outcomes[label]['summary']}), real {kind(real[label])} "
