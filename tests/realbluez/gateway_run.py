@@ -171,6 +171,7 @@ async def wait_until(predicate: Any, within_s: float) -> bool:
 
 
 async def gateway_run(rig: Any, duration_s: int) -> Outcome:
+    # Polls every 10 s; left running for the bluetoothd restart that follows.
     gw = Gateway(rig, interval_s=10)
     rig.gateway = gw
     t0 = time.monotonic()
@@ -247,13 +248,13 @@ async def bluetoothd_restart(rig: Any) -> Outcome:
         took = time.monotonic() - t0
     finally:
         code = gw.stop()
-    # The restart also clears what a failed AcquireNotify wedged (jk5, stuck_acquire).
+    # The restart also clears what a failed AcquireNotify wedged (jk6, stuck_acquire).
     async with Reader() as reader:
-        jk5 = await reader.read(request(rig.bms["jk5"], timeout_s=read_timeout(rig)))
-    ok = recovered and alive and code == 0 and jk5.get("error") is None
+        wedged = await reader.read(request(rig.bms["jk6"], timeout_s=read_timeout(rig)))
+    ok = recovered and alive and code == 0 and wedged.get("error") is None
     summary = (
         f"every BMS read again {took:.0f} s after the restart" if recovered else "no recovery"
-    ) + f", gateway exit {code}, wedged jk5 after restart: {error_of(jk5)}"
+    ) + f", gateway exit {code}, wedged jk6 after the restart: {error_of(wedged)}"
     return Outcome(RESTART_LABEL, ok, summary, took)
 
 

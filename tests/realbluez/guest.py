@@ -28,7 +28,7 @@ from dbus_fast.aio import MessageBus
 from bluez_jk.sim.faults import make_fault
 from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
-from tests.realbluez.guest_boards import BOARDS
+from tests.realbluez.guest_boards import ADAPTERS, BOARDS
 from tests.realbluez.peer import PeerBms, host_controller
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
@@ -87,7 +87,7 @@ class RealRig:
         self._transports: list[Any] = []
 
     async def start(self) -> None:
-        for index in range(2):  # hci0, hci1: the kernel numbers vhci controllers in order
+        for index in range(len(ADAPTERS)):  # the kernel numbers vhci controllers in order
             transport = await open_transport("vhci")
             self._transports.append(transport)
             host_controller(f"hci{index}", transport.source, transport.sink, self.link)
@@ -172,10 +172,13 @@ async def run_all(work: Path) -> None:
     only = os.environ.get("REALBLUEZ_ONLY", "")
     reads = scenarios.env_int("REALBLUEZ_READS", 100)
     gateway_s = scenarios.env_int("REALBLUEZ_GATEWAY_S", 300)
-    steps = [
-        *scenarios.standard(reads),
-        *all_probes(),
-        gateway_scenario(gateway_s),
+    standard = scenarios.standard(reads)
+    *first, beside = standard  # the read series, faults and wedge run beside the gateway
+    assert isinstance(beside, tuple)
+    steps: list[scenarios.Step] = [
+        *first,
+        # The probes use the read series' board (jk7, hci3) once the series is done.
+        ([gateway_scenario(gateway_s)], [*beside[0], *all_probes()], beside[1]),
         bluetoothd_restart,
     ]
 

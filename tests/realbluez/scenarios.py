@@ -172,7 +172,7 @@ async def scan(rig: Rig) -> Outcome:
     codes = []
     for adapter in sorted({b.adapter for b in rig.bms.values()}):
         code, out = await run_tool(
-            rig, "bluez_jk.cli.scan", "--adapter", adapter, "--duration", "8", "--jk-only"
+            rig, "bluez_jk.cli.scan", "--adapter", adapter, "--duration", "5", "--jk-only"
         )
         codes.append(code)
         seen.update({d["address"]: d for d in out.get("devices", [])})
@@ -378,7 +378,7 @@ async def stuck_acquire(rig: Rig) -> Outcome:
     """BlueZ 5.66: AcquireNotify on a BMS that refuses the CCCD write never replies and
     leaves FFE1 "Notify acquired" for good. The reader names it (NotifyStuck, with the
     restart hint) instead of a bare timeout, and so does the next read, whatever its mode."""
-    bms = rig.bms["jk5"]
+    bms = rig.bms["jk6"]
     await rig.fault("auth-required", bms.address, True)
     try:
         async with Reader() as reader:
@@ -412,7 +412,7 @@ async def stuck_acquire(rig: Rig) -> Outcome:
 
 
 labelled("jk-ble-scan", scan)
-labelled("AcquireNotify refused by the BMS wedges FFE1 (jk5)", stuck_acquire)
+labelled("AcquireNotify refused by the BMS wedges FFE1 (jk6)", stuck_acquire)
 labelled("Bleak 3.1 reads jk1 (unmodified client)", bleak_read)
 
 
@@ -420,28 +420,32 @@ Step = Scenario | tuple[list[Scenario], ...]  # one scenario, or lanes run at th
 
 
 def standard(reads: int) -> list[Step]:
-    """The list both rigs run, in order. The long read series on hci0 runs beside the peer
-    faults on hci1: two adapters work in parallel anyway, and the tier stays within time."""
-    items: list[Step] = [scan]
-    for name in ("jk1", "jk2", "jk3"):
-        for mode in ("acquire", "start", "auto"):
-            items.append(profile_read(name, mode))
-    items += [cli_read("jk1"), cli_read("jk2"), cli_read("jk3")]
-    items.append(bleak_read)
-    items.append(parallel_adapters("jk1", "jk4", 3))
+    """What both rigs run, in order: reads of every profile and mode (two adapters side by
+    side), then the long read series, the peer faults and the wedge, each on an adapter of
+    its own (they run beside the gateway on the real rig)."""
+    hci0: list[Scenario] = [profile_read(n, m) for n in ("jk1", "jk2") for m in MODES]
+    hci0 += [cli_read("jk1"), cli_read("jk2"), bleak_read]
+    hci1: list[Scenario] = [profile_read("jk3", m) for m in MODES] + [cli_read("jk3")]
     faults: list[Scenario] = [
-        peer_fault("jk4", "slow", ("ok",)),
-        peer_fault("jk4", "drop-mid-frame", ("ok", "Disconnected")),
-        peer_fault("jk4", "silent", ("Timeout",)),
+        peer_fault("jk5", "slow", ("ok",)),
+        peer_fault("jk5", "drop-mid-frame", ("ok", "Disconnected")),
+        peer_fault("jk5", "silent", ("Timeout",)),
         # 5.66 answers the refused CCCD write by pairing on its own; without an agent the
         # StartNotify call then hangs (no reply) until the pairing gives up.
-        peer_fault("jk4", "auth-required", ("AuthenticationRequired", "Timeout")),
-        peer_fault("jk4", "not-advertising", ("ConnectFailed", "DeviceNotFound")),
-        peer_fault("jk4", "vanish", ("ConnectFailed", "DeviceNotFound", "Disconnected")),
+        peer_fault("jk5", "auth-required", ("AuthenticationRequired", "Timeout")),
+        peer_fault("jk5", "not-advertising", ("ConnectFailed", "DeviceNotFound")),
+        peer_fault("jk5", "vanish", ("ConnectFailed", "DeviceNotFound", "Disconnected")),
         stuck_acquire,
     ]
-    items.append(([consecutive_reads("jk1", reads)], faults))
-    return items
+    return [
+        scan,
+        (hci0, hci1),
+        parallel_adapters("jk1", "jk4", 3),
+        ([consecutive_reads("jk7", reads)], faults),
+    ]
+
+
+MODES = ("acquire", "start", "auto")
 
 
 def flatten(steps: list[Step]) -> list[Scenario]:
