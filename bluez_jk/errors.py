@@ -19,6 +19,7 @@ ErrorType = Literal[
     "NotifyAcquired",
     "NotifyStuck",
     "AuthenticationRequired",
+    "PairingFailed",
     "Disconnected",
     "Timeout",
     "ProtocolError",
@@ -38,6 +39,7 @@ Stage = Literal[
     "discover",
     "connect",
     "resolve",
+    "pair",
     "subscribe",
     "write",
     "collect",
@@ -121,6 +123,12 @@ class AuthenticationRequired(JkError):
     type = "AuthenticationRequired"
 
 
+class PairingFailed(JkError):
+    """Device1.Pair failed; the message carries BlueZ's reason and what to try."""
+
+    type = "PairingFailed"
+
+
 class Disconnected(JkError):
     type = "Disconnected"
 
@@ -190,6 +198,7 @@ ERROR_TYPES: dict[str, type[JkError]] = {
         NotifyAcquired,
         NotifyStuck,
         AuthenticationRequired,
+        PairingFailed,
         Disconnected,
         Timeout,
         ProtocolError,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from bluez_jk.adapter_lock import AdapterLock
 from bluez_jk.bluez.adapter import discover_device, resolve_adapter
+from bluez_jk.bluez.agent import Passkey, pair_device
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import (
     DeviceWatch,
@@ -42,6 +43,7 @@ from bluez_jk.bluez.paths import adapter_name, device_path
 from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
 from bluez_jk.bluez.version import bluez_version, default_notify_mode
 from bluez_jk.errors import (
+    AuthenticationRequired,
     BusError,
     Busy,
     ConnectFailed,
@@ -74,6 +76,11 @@ class ReadRequest:
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
     notify_mode: Literal["auto", "acquire", "start"] = "auto"
+    # JK firmware >= 19.30 wants a bonded link: "auto" pairs when the link demands it,
+    # "never" reports AuthenticationRequired instead. A passkey (secret, never shown) is what
+    # the agent answers when BlueZ asks for one; with it the reader pairs before subscribing.
+    pairing: Literal["auto", "never"] = "auto"
+    passkey: Passkey | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class Timing:
     resend_s: float = 1.0  # ... after this long without any notification
     resend_max_s: float = 4.0  # ... and at the latest after this long
     model_read_s: float = 3.0
+    pair_s: float = 30.0  # Device1.Pair: connect, SMP, GATT discovery
 
 
 class Reader:
@@ -104,6 +112,8 @@ class Reader:
         self._bus_guard = asyncio.Lock()
         # AcquireNotify refused once -> StartNotify for this device from then on.
         self._notify_modes: dict[str, NotifyMode] = {}
+        # BMS that had to pair once: later reads pair before they subscribe.
+        self._needs_pairing: set[str] = set()
         self.interrupted: Reading | None = None
 
     async def __aenter__(self) -> Reader:
@@ -308,11 +318,14 @@ class _Session:
         self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
         self.bus: BluezBus | None = None
         self.adapter_obj: str | None = None
+        self.paired: bool | None = None  # Device1.Paired once connected
+        self.paired_now = False  # this read paired
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
         reading["connected"] = self.connected
         reading["model_nbr"] = self.model_nbr
+        reading["paired"] = self.paired
         reading["protocol"] = self.decoder.protocol
         reading["detected_by"] = self.decoder.detected_by
         reading["got"] = {
@@ -349,7 +362,7 @@ class _Session:
             await self._lock.aclose()
 
     async def _run(self) -> None:
-        tried = Tried()
+        tried = Tried(may_pair=self.req.pairing != "never")
         pending: Action | None = None
         bus: BluezBus | None = None
         adapter_obj: str | None = None
@@ -368,6 +381,7 @@ class _Session:
                 await self._attempt(bus, adapter_obj, pending)
             except JkError as err:
                 self.last_error = err
+                tried.paired = bool(self.paired)
                 if self.streamed:
                     # A link that streamed for a while and then dropped starts a fresh
                     # budget: the limits are per incident, not per lifetime.
@@ -389,6 +403,9 @@ class _Session:
                         await self._keep_wedged(bus, adapter_obj)
                         raise err from self.last_error
                     raise
+                if decision.action in ("pair", "repair"):
+                    # Remembered: the next reads of this BMS pair before they subscribe.
+                    self.reader._needs_pairing.add(self.req.address)
                 if decision.action == "start_notify":
                     if self.req.notify_mode == "acquire":
                         raise
@@ -458,7 +475,7 @@ class _Session:
         refuses the CCCD write (the real-BlueZ tier, docs/bluez.md fact 16)."""
         if self.mode == "acquire":
             return NotifyStuck(_ACQUIRE_NO_REPLY, stage="subscribe")
-        return Timeout(_START_NO_REPLY, stage="subscribe")
+        return AuthenticationRequired(_START_NO_REPLY, stage="subscribe")
 
     def _deadline_error(self) -> JkError:
         if self.subscribing:
@@ -521,6 +538,16 @@ class _Session:
             # Nobody else may use the adapter while we hold its lock: this link was left by
             # a predecessor that died (docs/bluez.md fact 5). Reuse it and release it at the end.
             log.warning("device already connected, taking over the link path=%s", dev_obj)
+        if pending == "repair" and watch.exists:
+            # The BMS forgot the bond (reset, paired with another host): BlueZ's half of it
+            # is stale. Removing the device deletes it; then discover, connect, pair anew.
+            self.stage = "pair"
+            if watch.connected:
+                await disconnect(bus, watch, self.bound(timing.disconnect_s))
+            await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
+            await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
+            await self._discover(bus, adapter_obj, watch)
+            self.stage = "connect"
         # Registered before Connect: a Connect abandoned on our side stays pending in
         # bluetoothd and only a Disconnect cancels it (docs/bluez.md fact 4).
         stack.push_async_callback(disconnect, bus, watch, timing.disconnect_s)
@@ -536,6 +563,9 @@ class _Session:
         services_s = min(timing.services_s, max(self.req.timeout_s * 0.4, 1.0))
         await wait_services_resolved(watch, self.bound(services_s))
         self.connected = True
+        self.paired = bool(watch.props.get("Paired", False))
+        if not self.paired and self._pair_first(pending):
+            await self._pair(bus, watch)
         objects = await bus.managed_objects(stage="resolve", timeout_s=self.bound(timing.call_s))
         chars = find_jk_chars(objects, dev_obj)
         if self.model_nbr is None and chars.model_number is not None:
@@ -549,6 +579,34 @@ class _Session:
         await self._handshake(bus, chars, watch)
         if self.on_reading is not None:
             await self._stream(watch)
+
+    def _pair_first(self, pending: Action | None) -> bool:
+        """Pair before subscribing: asked to by the policy, or known to be needed (a passkey
+        is configured, or an earlier read of this BMS had to pair)."""
+        if self.req.pairing == "never":
+            return False
+        return (
+            pending in ("pair", "repair")
+            or self.req.passkey is not None
+            or self.req.address in self.reader._needs_pairing
+        )
+
+    async def _pair(self, bus: BluezBus, watch: DeviceWatch) -> None:
+        self.stage = "pair"
+        # Trusted first: a failed pairing then does not turn the device temporary again.
+        try:
+            await keep_device(bus, watch.path, self.bound(self.reader.timing.call_s))
+        except JkError as err:
+            log.warning("could not mark the device Trusted before pairing: %s", err)
+        await pair_device(
+            bus,
+            watch.path,
+            self.req.address,
+            self.req.passkey,
+            self.bound(self.reader.timing.pair_s),
+        )
+        self.paired = True
+        self.paired_now = True
 
     def snapshot(self) -> Reading:
         reading = new_reading(self.req.name, self.req.address, self.adapter)

@@ -37,6 +37,7 @@ class Reading(TypedDict):
     protocol: ProtocolName | None
     detected_by: DetectedBy | None
     model_nbr: str | None
+    paired: bool | None  # Device1.Paired (a bonded link) once connected; None: never connected
     got: Got
     status: Status
     duration_s: float
@@ -62,6 +63,7 @@ def new_reading(name: str, address: str, adapter: str | None) -> Reading:
         "protocol": None,
         "detected_by": None,
         "model_nbr": None,
+        "paired": None,
         "got": {"device_info": False, "cell_info": False, "settings": False},
         "status": empty_status(),
         "duration_s": 0.0,

@@ -161,6 +161,13 @@ class BluezBus:
         )
         return unpack_variants(reply.body[0])
 
+    def add_handler(self, handler: Callable[[Message], Message | None]) -> None:
+        """Serve method calls to an object we export (a reply Message, or None: not ours)."""
+        self._bus.add_message_handler(handler)
+
+    def remove_handler(self, handler: Callable[[Message], Message | None]) -> None:
+        self._bus.remove_message_handler(handler)
+
     async def _bus_method(self, member: str, rule: str) -> None:
         await self.call(
             DBUS_PATH, DBUS, member, "s", [rule], stage="bus", timeout_s=5.0, destination=DBUS

@@ -22,6 +22,7 @@ from bluez_jk.errors import (
     InProgress,
     JkError,
     NotifyAcquired,
+    PairingFailed,
     ServicesNotResolved,
     Stage,
     Timeout,
@@ -68,6 +69,13 @@ _D = "org.freedesktop.DBus.Error."
 
 # First match wins: narrow rules before broad ones.
 RULES: tuple[Rule, ...] = (
+    # Device1.Pair: every refusal is the pairing's own failure, with BlueZ's reason.
+    Rule(_E + "AuthenticationFailed", PairingFailed, member="Pair"),
+    Rule(_E + "AuthenticationCanceled", PairingFailed, member="Pair"),
+    Rule(_E + "AuthenticationRejected", PairingFailed, member="Pair"),
+    Rule(_E + "AuthenticationTimeout", PairingFailed, member="Pair"),
+    Rule(_E + "ConnectionAttemptFailed", PairingFailed, member="Pair"),
+    Rule(_E + "Failed", PairingFailed, member="Pair"),
     Rule(_E + "NotPermitted", NotifyAcquired, words=("notify acquired",)),
     Rule(_E + "NotPermitted", InProgress, words=("write acquired",)),
     Rule(_E + "NotPermitted", AuthenticationRequired, words=("not paired",)),

@@ -15,6 +15,7 @@ from bluez_jk.bluez.errors import (
     StaleCache,
 )
 from bluez_jk.errors import (
+    AuthenticationRequired,
     Disconnected,
     InProgress,
     JkError,
@@ -29,6 +30,8 @@ Action = Literal[
     "reset_link",  # disconnect (ends every notify session on the link), reconnect
     "reconnect_bus",  # open a new bus connection, then retry
     "start_notify",  # AcquireNotify refused: use StartNotify from now on for this device
+    "pair",  # the link demands pairing: Pair through our agent, then subscribe again
+    "repair",  # paired, yet the link demands pairing: the BMS lost the bond; remove, pair again
     "give_up",
 ]
 
@@ -39,6 +42,7 @@ class Limits:
     cache_resets: int = 1
     link_resets: int = 1
     link_drops: int = 5
+    pairings: int = 1  # per read: a second refusal after pairing is not cured by pairing again
     bus_reconnects: int = 3
     rediscoveries: int = 2
     backoff_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
@@ -53,6 +57,9 @@ class Tried:
     cache_resets: int = 0
     link_resets: int = 0
     link_drops: int = 0
+    pairings: int = 0
+    may_pair: bool = False  # the read's `pairing` setting allows it
+    paired: bool = False  # the device holds a bond (Device1.Paired) as the error came
     bus_reconnects: int = 0
     rediscoveries: int = 0
     history: list[str] = field(default_factory=list)
@@ -80,6 +87,11 @@ def decide(err: JkError, tried: Tried, time_left_s: float, limits: Limits = Limi
 def _decide(err: JkError, tried: Tried, limits: Limits) -> Decision:
     if isinstance(err, AcquireRefused):
         return Decision("start_notify")
+    if isinstance(err, AuthenticationRequired) and tried.may_pair:
+        tried.pairings += 1
+        if tried.pairings > limits.pairings:
+            return Decision("give_up")
+        return Decision("repair" if tried.paired else "pair")
     if isinstance(err, ObjectVanished):
         tried.rediscoveries += 1
         if tried.rediscoveries > limits.rediscoveries:
