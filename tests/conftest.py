@@ -4,6 +4,7 @@ tests/fixtures.py and are registered here so that every test directory can use t
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,5 +23,14 @@ def data_dir() -> Path:
 
 
 # Integration fixtures, importable from every test module through this conftest.
+from tests.fixtures.blocking import no_blocking_calls_on_the_loop  # noqa: E402
 from tests.fixtures.bluez import SimHandle, sim, sim_factory  # noqa: E402, F401
 from tests.fixtures.mqtt import Broker, MqttProbe, mosquitto, mqtt_probe  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls_on_the_loop() -> Iterator[None]:
+    """Every test, sync or async: a blocking call from bluez_jk in a thread that runs an event
+    loop fails it (tests/fixtures/blocking.py says what is scanned and what is allowed)."""
+    with no_blocking_calls_on_the_loop():
+        yield

@@ -8,13 +8,13 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.blocking import guarded_command
 from tests.fixtures.bluez import SimHandle
 from tests.fixtures.mqtt import Broker, Message, MqttProbe, free_port
 
@@ -49,7 +49,7 @@ class GatewayProcess:
         env = {**self.sim.env, "BLUEZ_JK_LOCK_DIR": str(self.workdir), **self.env_extra}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bluez_jk.cli.gateway", "--config", str(path)],
+                guarded_command("bluez_jk.cli.gateway", "--config", str(path)),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
