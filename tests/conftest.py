@@ -4,13 +4,28 @@ tests/fixtures.py and are registered here so that every test directory can use t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 DATA = Path(__file__).parent / "data"
+
+# Property tests run hypothesis's default number of examples. HYPOTHESIS_PROFILE=deep runs each
+# with DEEP_EXAMPLES instead: the on-demand fuzz of the assembler and the stream decoder
+# (README, "Running the tests"). Tests that ask for more examples than the default keep asking
+# for at least settings.default.max_examples, so the profile reaches them too.
+DEEP_EXAMPLES = 20_000
+settings.register_profile(
+    "deep",
+    max_examples=DEEP_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def load_vector(name: str) -> dict[str, Any]:
