@@ -36,7 +36,11 @@ JK_MANUFACTURER_IDS = frozenset({0x0B65, 0x4B4A})
 
 def resolve_adapter(objects: ManagedObjects, adapter: str | None) -> str:
     """The object path of `hciN`, or of the default adapter: the first powered one that can be
-    central (what Bleak picks too), else the first one at all."""
+    central (what Bleak picks too), else the first one at all.
+
+    Raises:
+        AdapterNotFound: no adapter `hciN` (the message lists those present), or none at all.
+    """
     adapters = sorted(
         (path, ifaces[ADAPTER])
         for path, ifaces in objects.items()
@@ -72,7 +76,14 @@ async def discovery(
     """A discovery session of this bus connection, stopped and its filter cleared on exit.
 
     InProgress "Operation already in progress" on StartDiscovery means our own start/stop is
-    still pending or the kernel refused the scan (docs/bluez.md 2.3): retry with backoff."""
+    still pending or the kernel refused the scan (docs/bluez.md 2.3): retry with backoff.
+
+    Raises:
+        InProgress: StartDiscovery still refused when `timeout_s` runs out.
+        AdapterNotFound: the adapter is not powered (NotReady) or gone.
+        BusError: any other error reply (stage "discover" has no default of its own).
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     try:
         await _set_filter(bus, adapter_obj, discovery_filter(pattern), timeout_s)
     except BusError as err:
@@ -159,7 +170,12 @@ async def discover_device(
     bus: BluezBus, adapter_obj: str, device_obj: str, address: str, timeout_s: float
 ) -> bool:
     """Run discovery until BlueZ reports the device (InterfacesAdded, or an RSSI update of a
-    cached object), at most `timeout_s`. True when seen."""
+    cached object), at most `timeout_s`. True when seen, False when not (not an error here:
+    the caller decides that the device was not found).
+
+    Raises:
+        InProgress, AdapterNotFound, BusError, BusLost, Timeout: as `discovery`.
+    """
     seen = asyncio.Event()
 
     def on_signal(message: Message) -> None:
@@ -213,7 +229,11 @@ def looks_like_jk(props: dict[str, Any]) -> bool:
 
 
 async def scan(bus: BluezBus, adapter_obj: str, duration_s: float) -> list[ScanEntry]:
-    """Every device that advertised during `duration_s` of discovery on this adapter."""
+    """Every device that advertised during `duration_s` of discovery on this adapter.
+
+    Raises:
+        InProgress, AdapterNotFound, BusError, BusLost, Timeout: as `discovery`.
+    """
     props_by_path: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
 

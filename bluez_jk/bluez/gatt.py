@@ -71,7 +71,12 @@ def _chars(objects: ManagedObjects, service: str, uuid: str) -> list[tuple[str, 
 
 def find_jk_chars(objects: ManagedObjects, device_obj: str) -> JkChars:
     """Inside FFE0, the FFE1 with `notify` is the source and the FFE1 with a write flag the sink;
-    on the split-layout module they are two objects with the same UUID (docs/protocol.md 1.2)."""
+    on the split-layout module they are two objects with the same UUID (docs/protocol.md 1.2).
+
+    Raises:
+        StaleCache: no FFE0 service with a notify and a write FFE1 under the device: BlueZ's
+            GATT cache is stale (docs/bluez.md fact 7).
+    """
     notify: tuple[str, tuple[str, ...]] | None = None
     write: str | None = None
     for service in _services(objects, device_obj, JK_SERVICE):
@@ -94,7 +99,11 @@ def find_jk_chars(objects: ManagedObjects, device_obj: str) -> JkChars:
 
 
 async def read_model_number(bus: BluezBus, path: str, timeout_s: float) -> str | None:
-    """0x2A24 as text, or None when the read fails (the split-layout module has no 0x180A)."""
+    """0x2A24 as text, or None when the read fails (the split-layout module has no 0x180A).
+
+    Raises:
+        LinkLost: the link dropped; every other failure gives None.
+    """
     try:
         reply = await bus.call(
             path, CHARACTERISTIC, "ReadValue", "a{sv}", [{}], stage="resolve", timeout_s=timeout_s
@@ -109,7 +118,16 @@ async def read_model_number(bus: BluezBus, path: str, timeout_s: float) -> str |
 
 
 async def write_command(bus: BluezBus, path: str, data: bytes, timeout_s: float) -> None:
-    # JK modules take commands as ATT Write Command (docs/protocol.md 1.4).
+    """One command, as ATT Write Command: JK modules take nothing else (docs/protocol.md 1.4).
+
+    Raises:
+        LinkLost: the link dropped (NotConnected, ATT error 0x0e).
+        InProgress: a write is acquired by another client (NotPermitted "Write acquired").
+        AuthenticationRequired: the module wants pairing (NotAuthorized, "not paired").
+        ObjectVanished: the characteristic is gone.
+        BusError: any other error reply (stage "write" has no default of its own).
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     await bus.call(
         path,
         CHARACTERISTIC,
@@ -132,7 +150,18 @@ async def acquired_notify(
     bus: BluezBus, path: str, on_chunk: ChunkHandler, on_end: EndHandler, timeout_s: float
 ) -> AsyncIterator[int]:
     """AcquireNotify: one SOCK_SEQPACKET datagram per notification. Yields the MTU; the fd is
-    closed on exit, which is how BlueZ learns that the session ended (docs/bluez.md 4.5)."""
+    closed on exit, which is how BlueZ learns that the session ended (docs/bluez.md 4.5).
+
+    Raises:
+        AcquireRefused: AcquireNotify cannot be used here (NotSupported, a StartNotify session
+            exists, an old BlueZ without the method): the policy falls back to StartNotify.
+        NotifyAcquired: another client holds the notify fd (NotPermitted "Notify acquired").
+        AuthenticationRequired: the module wants pairing.
+        LinkLost: the link dropped (NotConnected).
+        ObjectVanished: the characteristic is gone.
+        BusError: any other error reply (the default of stage "subscribe").
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     reply = await bus.call(
         path, CHARACTERISTIC, "AcquireNotify", "a{sv}", [{}], stage="subscribe", timeout_s=timeout_s
     )
@@ -185,7 +214,18 @@ async def started_notify(
 ) -> AsyncIterator[None]:
     """StartNotify: notifications arrive as PropertiesChanged(Value), one signal per chunk.
     The session belongs to our bus connection and outlives disconnects, so it is always
-    stopped explicitly (docs/bluez.md fact 8)."""
+    stopped explicitly (docs/bluez.md fact 8).
+
+    Raises:
+        NotifyAcquired: another client holds the notify fd (NotPermitted "Notify acquired").
+        AuthenticationRequired: the module wants pairing ("Failed to register notify
+            session" on JK firmware >= 19.30, docs/protocol.md 1.6).
+        InProgress: a StartNotify of ours is still pending.
+        LinkLost: the link dropped (NotConnected).
+        ObjectVanished: the characteristic is gone.
+        BusError: a match rule refused, or any other error reply (stage "subscribe").
+        BusLost, Timeout: as `BluezBus.call`.
+    """
 
     def on_signal(message: Message) -> None:
         if message.path != path:

@@ -14,7 +14,11 @@ _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 
 
 def normalize_mac(text: str) -> str:
-    """Upper case with colons; `-` and `_` separators are accepted, anything else is refused."""
+    """Upper case with colons; `-` and `_` separators are accepted, anything else is refused.
+
+    Raises:
+        ConfigError: not six hex pairs (key "address").
+    """
     candidate = text.strip().upper().replace("-", ":").replace("_", ":")
     if not _MAC.fullmatch(candidate):
         raise ConfigError(f"not a Bluetooth address: {text!r}", key="address")
@@ -22,7 +26,11 @@ def normalize_mac(text: str) -> str:
 
 
 def validate_adapter(name: str | None) -> str | None:
-    """`hciN`, or None for the default adapter (an empty string also means default)."""
+    """`hciN`, or None for the default adapter (an empty string also means default).
+
+    Raises:
+        ConfigError: not `hci` and a number (key "adapter").
+    """
     if name is None or name == "":
         return None
     if not _ADAPTER.fullmatch(name):
