@@ -16,6 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from bluez_jk.bluez.errors import BusLost, map_dbus_error
 from bluez_jk.bluez.paths import BLUEZ
+from bluez_jk.bluez.properties import ManagedObjects
 from bluez_jk.errors import BusError, JkError, Stage, Timeout
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ DBUS_PATH = "/org/freedesktop/DBus"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
-ManagedObjects = dict[str, dict[str, dict[str, Any]]]
 SignalHandler = Callable[[Message], None]
 
 

@@ -7,11 +7,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import cast
 
 from dbus_fast import Message
 
-from bluez_jk.bluez.adapter import ADAPTER, DEVICE
 from bluez_jk.bluez.bus import (
     OBJECT_MANAGER,
     PROPERTIES,
@@ -21,11 +20,10 @@ from bluez_jk.bluez.bus import (
     signal_body,
 )
 from bluez_jk.bluez.errors import LinkLost, ObjectVanished
+from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1
 from bluez_jk.errors import JkError, ServicesNotResolved
 
 log = logging.getLogger(__name__)
-
-Props = dict[str, Any]
 
 
 class DeviceWatch:
@@ -34,15 +32,15 @@ class DeviceWatch:
     Waiters are woken on every change and re-check their own condition, so a state that is
     passed through quickly (Connected true -> false) is seen only if it still holds."""
 
-    def __init__(self, path: str, props: Props | None) -> None:
+    def __init__(self, path: str, props: Device1 | None) -> None:
         self.path = path
-        self.props: Props = dict(props or {})
+        self.props: Device1 = (props or {}).copy()
         self.exists = props is not None
         self._waiters: list[asyncio.Future[None]] = []
         self.listeners: list[Callable[[], None]] = []
 
-    def reset(self, props: Props | None) -> None:
-        self.props = dict(props or {})
+    def reset(self, props: Device1 | None) -> None:
+        self.props = (props or {}).copy()
         self.exists = props is not None
         self._wake()
 
@@ -50,13 +48,15 @@ class DeviceWatch:
         changed = signal_body(message, PROPERTIES, "PropertiesChanged")
         if changed is not None and message.path == self.path and changed[0] == DEVICE:
             self.props.update(changed[1])
-            for name in changed[2]:
-                self.props.pop(name, None)
+            if changed[2]:
+                # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
+                gone = set(changed[2])
+                self.props = cast(Device1, {k: v for k, v in self.props.items() if k not in gone})
             self._wake()
             return
         added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
         if added is not None and added[0] == self.path and DEVICE in added[1]:
-            self.props = dict(added[1][DEVICE])
+            self.props = added[1][DEVICE]
             self.exists = True
             self._wake()
             return
@@ -68,11 +68,11 @@ class DeviceWatch:
 
     @property
     def connected(self) -> bool:
-        return bool(self.props.get("Connected", False))
+        return self.props.get("Connected", False)
 
     @property
     def services_resolved(self) -> bool:
-        return bool(self.props.get("ServicesResolved", False))
+        return self.props.get("ServicesResolved", False)
 
     def _wake(self) -> None:
         for listener in list(self.listeners):

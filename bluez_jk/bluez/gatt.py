@@ -10,20 +10,20 @@ import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 from dbus_fast import Message, Variant
 
-from bluez_jk.bluez.bus import PROPERTIES, BluezBus, ManagedObjects, properties_changed_rule
+from bluez_jk.bluez.bus import PROPERTIES, BluezBus, properties_changed_rule
 from bluez_jk.bluez.bus import signal_body as _signal_body
 from bluez_jk.bluez.errors import LinkLost, StaleCache
 from bluez_jk.bluez.paths import is_under
+from bluez_jk.bluez.properties import CHARACTERISTIC, SERVICE, ManagedObjects
 from bluez_jk.errors import JkError
 
-log = logging.getLogger(__name__)
+# Named here too while reader.py imports it from this module.
+from bluez_jk.names import NotifyMode as NotifyMode  # noqa: PLC0414 - re-export
 
-SERVICE = "org.bluez.GattService1"
-CHARACTERISTIC = "org.bluez.GattCharacteristic1"
+log = logging.getLogger(__name__)
 
 
 def uuid16(short: int) -> str:
@@ -35,7 +35,6 @@ JK_CHAR = uuid16(0xFFE1)
 DEVICE_INFO_SERVICE = uuid16(0x180A)
 MODEL_NUMBER = uuid16(0x2A24)
 
-NotifyMode = Literal["acquire", "start"]
 ChunkHandler = Callable[[bytes], None]
 EndHandler = Callable[[], None]
 
@@ -54,7 +53,7 @@ def _services(objects: ManagedObjects, device_obj: str, uuid: str) -> list[str]:
         for path, ifaces in objects.items()
         if SERVICE in ifaces
         and is_under(path, device_obj)
-        and str(ifaces[SERVICE].get("UUID", "")).lower() == uuid
+        and ifaces[SERVICE].get("UUID", "").lower() == uuid
     )
 
 
@@ -64,7 +63,7 @@ def _chars(objects: ManagedObjects, service: str, uuid: str) -> list[tuple[str, 
         props = ifaces.get(CHARACTERISTIC)
         if props is None or props.get("Service") != service:
             continue
-        if str(props.get("UUID", "")).lower() == uuid:
+        if props.get("UUID", "").lower() == uuid:
             found.append((path, tuple(str(f) for f in props.get("Flags", []))))
     return found
 
