@@ -16,7 +16,7 @@ from tests.unit.integrations.readings import VECTOR_SETS, vector_reading
 
 _INDEXED = re.compile(r"_(\d{2})$")
 
-# In every payload.
+# In every payload (a JK04 has nothing more).
 COMMON = frozenset(
     {
         "balancing",
@@ -38,150 +38,61 @@ COMMON = frozenset(
     }
 )
 
-# Per vector set: (keys beyond COMMON, {indexed family: count}).
+# The JK02 cell-info frame's fields.
+JK02 = frozenset(
+    {
+        "capacity_nominal",
+        "capacity_remain",
+        "charging",
+        "charging_power",
+        "current",
+        "cycle_capacity",
+        "cycles",
+        "discharging",
+        "discharging_power",
+        "emergency_time_countdown",
+        "error_bitmask",
+        "heating",
+        "heating_current",
+        "power",
+        "soc",
+        "soh",
+        "temp_1",
+        "temp_2",
+        "temp_mos",
+        "wire_resistance_warning_bitmask",
+    }
+)
+
+# What JK02_32S adds to the JK02_24S cell-info frame.
+JK02_32S = frozenset(
+    {
+        "battery_type_id",
+        "charge_status_id",
+        "precharging",
+        "temp_3",
+        "temp_4",
+        "temp_5",
+    }
+)
+
+# From the settings frame, where one was captured.
+SETTINGS = frozenset(
+    {
+        "balancer_switch",
+        "charging_switch",
+        "discharging_switch",
+        "nominal_capacity",
+    }
+)
+
+# Per vector set: the fixed keys and {indexed family: count}.
 METRICS_KEYS: dict[str, tuple[frozenset[str], dict[str, int]]] = {
-    "jk02_24s_v10_07": (
-        frozenset(
-            {
-                "balancer_switch",
-                "capacity_nominal",
-                "capacity_remain",
-                "charging",
-                "charging_power",
-                "charging_switch",
-                "current",
-                "cycle_capacity",
-                "cycles",
-                "discharging",
-                "discharging_power",
-                "discharging_switch",
-                "emergency_time_countdown",
-                "error_bitmask",
-                "heating",
-                "heating_current",
-                "nominal_capacity",
-                "power",
-                "soc",
-                "soh",
-                "temp_1",
-                "temp_2",
-                "temp_mos",
-                "wire_resistance_warning_bitmask",
-            }
-        ),
-        {"cell_r_NN": 24, "cell_v_NN": 24},
-    ),
-    "jk02_32s_v11_48": (
-        frozenset(
-            {
-                "battery_type_id",
-                "capacity_nominal",
-                "capacity_remain",
-                "charge_status_id",
-                "charging",
-                "charging_power",
-                "current",
-                "cycle_capacity",
-                "cycles",
-                "discharging",
-                "discharging_power",
-                "emergency_time_countdown",
-                "error_bitmask",
-                "heating",
-                "heating_current",
-                "power",
-                "precharging",
-                "soc",
-                "soh",
-                "temp_1",
-                "temp_2",
-                "temp_3",
-                "temp_4",
-                "temp_5",
-                "temp_mos",
-                "wire_resistance_warning_bitmask",
-            }
-        ),
-        {"cell_r_NN": 8, "cell_v_NN": 8},
-    ),
-    "jk02_32s_v19_05": (
-        frozenset(
-            {
-                "balancer_switch",
-                "battery_type_id",
-                "capacity_nominal",
-                "capacity_remain",
-                "charge_status_id",
-                "charging",
-                "charging_power",
-                "charging_switch",
-                "current",
-                "cycle_capacity",
-                "cycles",
-                "discharging",
-                "discharging_power",
-                "discharging_switch",
-                "emergency_time_countdown",
-                "error_bitmask",
-                "heating",
-                "heating_current",
-                "nominal_capacity",
-                "power",
-                "precharging",
-                "soc",
-                "soh",
-                "temp_1",
-                "temp_2",
-                "temp_3",
-                "temp_4",
-                "temp_5",
-                "temp_mos",
-                "wire_resistance_warning_bitmask",
-            }
-        ),
-        {"cell_r_NN": 16, "cell_v_NN": 16},
-    ),
-    "jk02_32s_v19_27": (
-        frozenset(
-            {
-                "balancer_switch",
-                "battery_type_id",
-                "capacity_nominal",
-                "capacity_remain",
-                "charge_status_id",
-                "charging",
-                "charging_power",
-                "charging_switch",
-                "current",
-                "cycle_capacity",
-                "cycles",
-                "discharging",
-                "discharging_power",
-                "discharging_switch",
-                "emergency_time_countdown",
-                "error_bitmask",
-                "heating",
-                "heating_current",
-                "nominal_capacity",
-                "power",
-                "precharging",
-                "soc",
-                "soh",
-                "temp_1",
-                "temp_2",
-                "temp_3",
-                "temp_4",
-                "temp_5",
-                "temp_mos",
-                "wire_resistance_warning_bitmask",
-            }
-        ),
-        {"cell_r_NN": 16, "cell_v_NN": 16},
-    ),
-    "jk04_v3_3_0": (
-        frozenset(),
-        {"cell_r_NN": 16, "cell_v_NN": 16},
-    ),
+    "jk02_24s_v10_07": (COMMON | JK02 | SETTINGS, {"cell_r_NN": 24, "cell_v_NN": 24}),
+    "jk02_32s_v11_48": (COMMON | JK02 | JK02_32S, {"cell_r_NN": 8, "cell_v_NN": 8}),
+    "jk02_32s_v19_05": (COMMON | JK02 | JK02_32S | SETTINGS, {"cell_r_NN": 16, "cell_v_NN": 16}),
+    "jk02_32s_v19_27": (COMMON | JK02 | JK02_32S | SETTINGS, {"cell_r_NN": 16, "cell_v_NN": 16}),
+    "jk04_v3_3_0": (COMMON, {"cell_r_NN": 16, "cell_v_NN": 16}),
 }
 
 
@@ -203,7 +114,7 @@ def test_every_vector_set_is_pinned() -> None:
 @pytest.mark.parametrize("vectors", sorted(VECTOR_SETS))
 def test_metrics_keys_are_exactly_the_pinned_ones(vectors: str) -> None:
     fixed, families = _shape(set(to_metrics(vector_reading(vectors))))
-    extra, pinned_families = METRICS_KEYS[vectors]
-    assert sorted(fixed - COMMON - extra) == [], "keys not pinned (new or renamed)"
-    assert sorted((COMMON | extra) - fixed) == [], "pinned keys missing (lost or renamed)"
+    pinned, pinned_families = METRICS_KEYS[vectors]
+    assert sorted(fixed - pinned) == [], "keys not pinned (new or renamed)"
+    assert sorted(pinned - fixed) == [], "pinned keys missing (lost or renamed)"
     assert families == pinned_families
