@@ -110,6 +110,29 @@ def _process_owner(pid: str) -> str:
     return text
 
 
+def _prepare_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _open_lock_file(path)
+
+
+def _close_returned_fd(job: asyncio.Future[int]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        os.close(job.result())
+
+
+async def _open_off_the_loop(path: Path) -> int:
+    """The lock file's fd, opened on a worker thread: a slow filesystem (an SD card, a hung
+    mount under BLUEZ_JK_LOCK_DIR) must not stall every other device on the loop. The thread
+    cannot be stopped, so a caller cancelled meanwhile leaves the fd to be closed when the
+    thread hands it over."""
+    job = asyncio.ensure_future(asyncio.to_thread(_prepare_lock_file, path))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_returned_fd)
+        raise
+
+
 class AdapterLock:
     """`async with AdapterLock("hci0", timeout_s=5):` - raises `Busy` after `timeout_s`.
 
@@ -123,8 +146,7 @@ class AdapterLock:
         self._fd: int | None = None
 
     async def __aenter__(self) -> AdapterLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open_lock_file(self.path)
+        fd = await _open_off_the_loop(self.path)
         try:
             loop = asyncio.get_running_loop()
             give_up_at = loop.time() + self.timeout_s

@@ -32,14 +32,13 @@ from bluez_jk.bluez.device import (
 from bluez_jk.bluez.errors import ConnectAborted, LinkLost
 from bluez_jk.bluez.gatt import (
     JkChars,
-    NotifyMode,
     acquired_notify,
     find_jk_chars,
     read_model_number,
     started_notify,
     write_command,
 )
-from bluez_jk.bluez.paths import adapter_name, device_path
+from bluez_jk.bluez.paths import adapter_name
 from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
 from bluez_jk.bluez.version import bluez_version, default_notify_mode
 from bluez_jk.errors import (
@@ -59,6 +58,7 @@ from bluez_jk.errors import (
     Timeout,
 )
 from bluez_jk.hints import stage_timeout_message
+from bluez_jk.names import NotifyMode, NotifyModeSetting, device_path
 from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
@@ -75,7 +75,7 @@ class ReadRequest:
     protocol: ProtocolName | None = None
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
-    notify_mode: Literal["auto", "acquire", "start"] = "auto"
+    notify_mode: NotifyModeSetting = "auto"
     # JK firmware >= 19.30 wants a bonded link: "auto" pairs when the link demands it,
     # "never" reports AuthenticationRequired instead. A passkey (secret, never shown) is what
     # the agent answers when BlueZ asks for one; with it the reader pairs before subscribing.

@@ -7,26 +7,25 @@ layer above `protocol` speaks in these types; the JSON form is exactly `dict(rea
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, TypedDict
+from typing import TypedDict
 
 from bluez_jk.errors import ErrorInfo, JkError
 
-ProtocolName = Literal["JK02_24S", "JK02_32S", "JK04"]
-DetectedBy = Literal["config", "sw_rev", "content"]
+# Defined where they are produced (the protocol room), named here for the rooms above, which
+# speak in Readings and do not import `protocol` (docs/design.md, "Import rules").
+from bluez_jk.protocol.stream import Got, Status, empty_status
+from bluez_jk.protocol.variants import DetectedBy, ProtocolName
 
-
-class Got(TypedDict):
-    device_info: bool
-    cell_info: bool
-    settings: bool
-
-
-class Status(TypedDict):
-    last_update: float | None
-    device_info: dict[str, Any]
-    cell_info: dict[str, Any]
-    settings: dict[str, Any]
-    warnings: dict[str, bool]
+__all__ = [
+    "DetectedBy",
+    "Got",
+    "ProtocolName",
+    "Reading",
+    "Status",
+    "empty_status",
+    "error_reading",
+    "new_reading",
+]
 
 
 class Reading(TypedDict):
@@ -42,16 +41,6 @@ class Reading(TypedDict):
     status: Status
     duration_s: float
     error: ErrorInfo | None
-
-
-def empty_status() -> Status:
-    return {
-        "last_update": None,
-        "device_info": {},
-        "cell_info": {},
-        "settings": {},
-        "warnings": {},
-    }
 
 
 def new_reading(name: str, address: str, adapter: str | None) -> Reading:

@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from dbus_fast import Message, Variant
 
@@ -17,18 +16,16 @@ from bluez_jk.bluez.bus import (
     OBJECT_MANAGER,
     PROPERTIES,
     BluezBus,
-    ManagedObjects,
     interfaces_rule,
     properties_changed_rule,
     signal_body,
 )
 from bluez_jk.bluez.paths import BLUEZ_ROOT, adapter_name, adapter_path, is_under
+from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1, ManagedObjects
 from bluez_jk.errors import AdapterNotFound, BusError, InProgress, JkError
 
 log = logging.getLogger(__name__)
 
-ADAPTER = "org.bluez.Adapter1"
-DEVICE = "org.bluez.Device1"
 JK_SERVICE_UUID = "0000ffe0-0000-1000-8000-00805f9b34fb"
 # 0x0B65 is the common JK company id, 0x4B4A ("JK") seen on a BD4A8S (docs/protocol.md 1.1).
 JK_MANUFACTURER_IDS = frozenset({0x0B65, 0x4B4A})
@@ -36,7 +33,11 @@ JK_MANUFACTURER_IDS = frozenset({0x0B65, 0x4B4A})
 
 def resolve_adapter(objects: ManagedObjects, adapter: str | None) -> str:
     """The object path of `hciN`, or of the default adapter: the first powered one that can be
-    central (what Bleak picks too), else the first one at all."""
+    central (what Bleak picks too), else the first one at all.
+
+    Raises:
+        AdapterNotFound: no adapter `hciN` (the message lists those present), or none at all.
+    """
     adapters = sorted(
         (path, ifaces[ADAPTER])
         for path, ifaces in objects.items()
@@ -72,7 +73,14 @@ async def discovery(
     """A discovery session of this bus connection, stopped and its filter cleared on exit.
 
     InProgress "Operation already in progress" on StartDiscovery means our own start/stop is
-    still pending or the kernel refused the scan (docs/bluez.md 2.3): retry with backoff."""
+    still pending or the kernel refused the scan (docs/bluez.md 2.3): retry with backoff.
+
+    Raises:
+        InProgress: StartDiscovery still refused when `timeout_s` runs out.
+        AdapterNotFound: the adapter is not powered (NotReady) or gone.
+        BusError: any other error reply (stage "discover" has no default of its own).
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     try:
         await _set_filter(bus, adapter_obj, discovery_filter(pattern), timeout_s)
     except BusError as err:
@@ -159,7 +167,12 @@ async def discover_device(
     bus: BluezBus, adapter_obj: str, device_obj: str, address: str, timeout_s: float
 ) -> bool:
     """Run discovery until BlueZ reports the device (InterfacesAdded, or an RSSI update of a
-    cached object), at most `timeout_s`. True when seen."""
+    cached object), at most `timeout_s`. True when seen, False when not (not an error here:
+    the caller decides that the device was not found).
+
+    Raises:
+        InProgress, AdapterNotFound, BusError, BusLost, Timeout: as `discovery`.
+    """
     seen = asyncio.Event()
 
     def on_signal(message: Message) -> None:
@@ -206,15 +219,19 @@ class ScanEntry:
     looks_like_jk: bool
 
 
-def looks_like_jk(props: dict[str, Any]) -> bool:
+def looks_like_jk(props: Device1) -> bool:
     uuids = [str(u).lower() for u in props.get("UUIDs", [])]
     manufacturers = props.get("ManufacturerData") or {}
     return JK_SERVICE_UUID in uuids or any(int(k) in JK_MANUFACTURER_IDS for k in manufacturers)
 
 
 async def scan(bus: BluezBus, adapter_obj: str, duration_s: float) -> list[ScanEntry]:
-    """Every device that advertised during `duration_s` of discovery on this adapter."""
-    props_by_path: dict[str, dict[str, Any]] = {}
+    """Every device that advertised during `duration_s` of discovery on this adapter.
+
+    Raises:
+        InProgress, AdapterNotFound, BusError, BusLost, Timeout: as `discovery`.
+    """
+    props_by_path: dict[str, Device1] = {}
     seen: set[str] = set()
 
     def on_signal(message: Message) -> None:
@@ -238,7 +255,7 @@ async def scan(bus: BluezBus, adapter_obj: str, duration_s: float) -> list[ScanE
         objects = await bus.managed_objects(stage="discover")
         for path, ifaces in objects.items():
             if DEVICE in ifaces and is_under(path, adapter_obj):
-                merged = dict(ifaces[DEVICE])
+                merged = ifaces[DEVICE].copy()
                 merged.update(props_by_path.get(path, {}))
                 props_by_path[path] = merged
         async with discovery(bus, adapter_obj, pattern=None, timeout_s=5.0):
@@ -249,9 +266,9 @@ async def scan(bus: BluezBus, adapter_obj: str, duration_s: float) -> list[ScanE
         rssi = props.get("RSSI")
         entries.append(
             ScanEntry(
-                address=str(props.get("Address", "")),
+                address=props.get("Address", ""),
                 name=props.get("Name"),
-                rssi=int(rssi) if rssi is not None else None,
+                rssi=rssi,
                 looks_like_jk=looks_like_jk(props),
             )
         )

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from dbus_fast import Message, MessageType
 
-from bluez_jk.bluez.adapter import DEVICE
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.paths import BLUEZ
+from bluez_jk.bluez.properties import DEVICE
 from bluez_jk.errors import JkError, PairingFailed
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from dbus_fast.aio import MessageBus
 
 from bluez_jk.bluez.errors import BusLost, map_dbus_error
 from bluez_jk.bluez.paths import BLUEZ
+from bluez_jk.bluez.properties import ManagedObjects
 from bluez_jk.errors import BusError, JkError, Stage, Timeout
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ DBUS_PATH = "/org/freedesktop/DBus"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
-ManagedObjects = dict[str, dict[str, dict[str, Any]]]
 SignalHandler = Callable[[Message], None]
 
 
@@ -55,6 +55,12 @@ class BluezBus:
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
+        """A new connection to the system bus (or DBUS_SYSTEM_BUS_ADDRESS).
+
+        Raises:
+            BusLost: no answer within `timeout_s`, or the connection or its authentication
+                failed.
+        """
         # BusType.SYSTEM honours DBUS_SYSTEM_BUS_ADDRESS; fds must be negotiated or the
         # AcquireNotify reply is never delivered (docs/bluez.md fact 14).
         address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "the system bus"
@@ -79,6 +85,11 @@ class BluezBus:
         return str(self._bus.unique_name)
 
     async def close(self) -> None:
+        """Disconnect and wait (at most 2 s) until dbus-fast has let go of the socket.
+
+        Raises:
+            Nothing: a close that fails or hangs is logged.
+        """
         # Waited for even when the bus already dropped (dbus-daemon restarted): the cause
         # (EOFError) sits in dbus-fast's disconnect future, and a future whose exception is
         # never retrieved logs "Future exception was never retrieved" with a traceback.
@@ -107,7 +118,14 @@ class BluezBus:
         """One method call; an error reply becomes a typed JkError, never a raw DBusError.
 
         dbus-fast's call() has no timeout and cancelling it cancels nothing in bluetoothd
-        (docs/bluez.md fact 4), so callers choose a bound fitting the method."""
+        (docs/bluez.md fact 4), so callers choose a bound fitting the method.
+
+        Raises:
+            BusLost: the connection is closed, broke under the call, or gave no reply.
+            Timeout: no reply within `timeout_s`.
+            JkError: an error reply, as the subclass `map_dbus_error` picks for it (the first
+                matching rule of bluez/errors.py RULES, else the stage's default).
+        """
         if not self._bus.connected:
             raise BusLost("the bus connection is closed", stage=stage)
         message = Message(
@@ -147,6 +165,14 @@ class BluezBus:
         return reply
 
     async def managed_objects(self, *, stage: Stage, timeout_s: float = 5.0) -> ManagedObjects:
+        """ObjectManager.GetManagedObjects of org.bluez, unpacked.
+
+        Raises:
+            BusLost, Timeout: as `call`.
+            BusError: bluetoothd is not on the bus (ServiceUnknown, NameHasNoOwner) or the
+                policy refuses us (AccessDenied).
+            JkError: any other error reply, as `call` maps it.
+        """
         reply = await self.call(
             "/", OBJECT_MANAGER, "GetManagedObjects", stage=stage, timeout_s=timeout_s
         )
@@ -156,6 +182,12 @@ class BluezBus:
     async def get_property(
         self, path: str, interface: str, name: str, *, stage: Stage, timeout_s: float = 5.0
     ) -> Any:
+        """One property, unpacked.
+
+        Raises:
+            ObjectVanished: the object is gone (AdapterNotFound for an adapter path).
+            BusLost, Timeout, JkError: as `call`.
+        """
         reply = await self.call(
             path, PROPERTIES, "Get", "ss", [interface, name], stage=stage, timeout_s=timeout_s
         )
@@ -176,7 +208,12 @@ class BluezBus:
     @asynccontextmanager
     async def signals(self, rules: Sequence[str], handler: SignalHandler) -> AsyncIterator[None]:
         """Deliver signals matching `rules` to `handler` inside the block; the match rules are
-        removed on every exit path (leaked rules live as long as the connection)."""
+        removed on every exit path (leaked rules live as long as the connection).
+
+        Raises:
+            BusLost, Timeout: as `call`, for an AddMatch.
+            BusError: dbus-daemon refused a rule (its `dbus_error` says why).
+        """
         added: list[str] = []
         self._bus.add_message_handler(handler)
         try:

@@ -7,11 +7,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import cast
 
 from dbus_fast import Message, Variant
 
-from bluez_jk.bluez.adapter import ADAPTER, DEVICE
 from bluez_jk.bluez.bus import (
     OBJECT_MANAGER,
     PROPERTIES,
@@ -21,11 +20,10 @@ from bluez_jk.bluez.bus import (
     signal_body,
 )
 from bluez_jk.bluez.errors import LinkLost, ObjectVanished
+from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1
 from bluez_jk.errors import JkError, ServicesNotResolved
 
 log = logging.getLogger(__name__)
-
-Props = dict[str, Any]
 
 
 class DeviceWatch:
@@ -34,15 +32,15 @@ class DeviceWatch:
     Waiters are woken on every change and re-check their own condition, so a state that is
     passed through quickly (Connected true -> false) is seen only if it still holds."""
 
-    def __init__(self, path: str, props: Props | None) -> None:
+    def __init__(self, path: str, props: Device1 | None) -> None:
         self.path = path
-        self.props: Props = dict(props or {})
+        self.props: Device1 = (props or {}).copy()
         self.exists = props is not None
         self._waiters: list[asyncio.Future[None]] = []
         self.listeners: list[Callable[[], None]] = []
 
-    def reset(self, props: Props | None) -> None:
-        self.props = dict(props or {})
+    def reset(self, props: Device1 | None) -> None:
+        self.props = (props or {}).copy()
         self.exists = props is not None
         self._wake()
 
@@ -50,13 +48,15 @@ class DeviceWatch:
         changed = signal_body(message, PROPERTIES, "PropertiesChanged")
         if changed is not None and message.path == self.path and changed[0] == DEVICE:
             self.props.update(changed[1])
-            for name in changed[2]:
-                self.props.pop(name, None)
+            if changed[2]:
+                # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
+                gone = set(changed[2])
+                self.props = cast(Device1, {k: v for k, v in self.props.items() if k not in gone})
             self._wake()
             return
         added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
         if added is not None and added[0] == self.path and DEVICE in added[1]:
-            self.props = dict(added[1][DEVICE])
+            self.props = added[1][DEVICE]
             self.exists = True
             self._wake()
             return
@@ -68,11 +68,11 @@ class DeviceWatch:
 
     @property
     def connected(self) -> bool:
-        return bool(self.props.get("Connected", False))
+        return self.props.get("Connected", False)
 
     @property
     def services_resolved(self) -> bool:
-        return bool(self.props.get("ServicesResolved", False))
+        return self.props.get("ServicesResolved", False)
 
     def _wake(self) -> None:
         for listener in list(self.listeners):
@@ -83,7 +83,11 @@ class DeviceWatch:
                 waiter.set_result(None)
 
     async def wait_for(self, condition: Callable[[DeviceWatch], bool], timeout_s: float) -> bool:
-        """True once `condition(self)` holds, False after `timeout_s`."""
+        """True once `condition(self)` holds, False after `timeout_s`.
+
+        Raises:
+            Nothing: running out of time is the False answer.
+        """
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(max(timeout_s, 0.0)):
@@ -98,7 +102,14 @@ class DeviceWatch:
 
 @asynccontextmanager
 async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncIterator[DeviceWatch]:
-    """Subscribe first, then read the current state, so that no change falls in between."""
+    """Subscribe first, then read the current state, so that no change falls in between.
+
+    Raises:
+        BusLost, Timeout: as `BluezBus.call`.
+        BusError: a match rule refused, or bluetoothd not on the bus.
+        ConnectFailed: any other error reply to GetManagedObjects (the default of stage
+            "connect").
+    """
     watch = DeviceWatch(path, None)
     rules = [
         properties_changed_rule(path=path),
@@ -113,7 +124,19 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
 
 async def connect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
     """Device1.Connect. LE Connect replies once ATT is up, before GATT (docs/bluez.md fact 2);
-    the caller waits for ServicesResolved separately."""
+    the caller waits for ServicesResolved separately.
+
+    Raises:
+        ObjectVanished: the device object is gone (before the call, or DoesNotExist).
+        ConnectAborted: a transient LE failure (le-connection-abort-by-local and the like,
+            docs/bluez.md fact 3): the policy retries it.
+        ConnectFailed: any other Failed reply, or a reply without a rule of its own.
+        InProgress: a Connect of ours or of another client is still pending.
+        AuthenticationRequired: the device wants pairing, or refused it.
+        AdapterNotFound: the adapter is not powered (NotReady) or gone.
+        LinkLost: the link dropped during the Connect (NotConnected).
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     if not watch.exists:
         raise ObjectVanished("device object is gone", stage="connect")
     await bus.call(watch.path, DEVICE, "Connect", stage="connect", timeout_s=timeout_s)
@@ -121,7 +144,13 @@ async def connect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
 
 
 async def wait_services_resolved(watch: DeviceWatch, timeout_s: float) -> None:
-    """Race ServicesResolved=true against the link dropping and the object vanishing."""
+    """Race ServicesResolved=true against the link dropping and the object vanishing.
+
+    Raises:
+        ObjectVanished: the device object went away meanwhile.
+        LinkLost: the link dropped before the services were resolved.
+        ServicesNotResolved: ServicesResolved stayed false for `timeout_s`.
+    """
     done = await watch.wait_for(
         lambda w: w.services_resolved or not w.connected or not w.exists, timeout_s
     )
@@ -138,7 +167,11 @@ async def wait_services_resolved(watch: DeviceWatch, timeout_s: float) -> None:
 
 async def disconnect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> None:
     """Device1.Disconnect; its reply comes after the link is down (2 s grace in bluetoothd).
-    Some BlueZ versions never reply (bluez#947), hence the bound and the state wait."""
+    Some BlueZ versions never reply (bluez#947), hence the bound and the state wait.
+
+    Raises:
+        Nothing: a failed Disconnect is logged, cleanup goes on (only cancellation passes).
+    """
     if not bus.connected:
         return
     try:
@@ -151,7 +184,15 @@ async def disconnect(bus: BluezBus, watch: DeviceWatch, timeout_s: float) -> Non
 
 
 async def remove_device(bus: BluezBus, adapter_obj: str, path: str, timeout_s: float) -> None:
-    """Adapter1.RemoveDevice: the only cure for a stale GATT cache (docs/bluez.md fact 7)."""
+    """Adapter1.RemoveDevice: the only cure for a stale GATT cache (docs/bluez.md fact 7).
+    A device that is already gone is not an error.
+
+    Raises:
+        AdapterNotFound: the adapter is not powered or gone.
+        ServicesNotResolved: any reply without a rule of its own (the default of stage
+            "resolve").
+        BusLost, Timeout, JkError: as `BluezBus.call`.
+    """
     try:
         await bus.call(
             adapter_obj, ADAPTER, "RemoveDevice", "o", [path], stage="resolve", timeout_s=timeout_s

@@ -10,20 +10,20 @@ import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 from dbus_fast import Message, Variant
 
-from bluez_jk.bluez.bus import PROPERTIES, BluezBus, ManagedObjects, properties_changed_rule
+from bluez_jk.bluez.bus import PROPERTIES, BluezBus, properties_changed_rule
 from bluez_jk.bluez.bus import signal_body as _signal_body
 from bluez_jk.bluez.errors import LinkLost, StaleCache
 from bluez_jk.bluez.paths import is_under
+from bluez_jk.bluez.properties import CHARACTERISTIC, SERVICE, ManagedObjects
 from bluez_jk.errors import JkError
 
-log = logging.getLogger(__name__)
+# Named here too while reader.py imports it from this module.
+from bluez_jk.names import NotifyMode as NotifyMode  # noqa: PLC0414 - re-export
 
-SERVICE = "org.bluez.GattService1"
-CHARACTERISTIC = "org.bluez.GattCharacteristic1"
+log = logging.getLogger(__name__)
 
 
 def uuid16(short: int) -> str:
@@ -35,7 +35,6 @@ JK_CHAR = uuid16(0xFFE1)
 DEVICE_INFO_SERVICE = uuid16(0x180A)
 MODEL_NUMBER = uuid16(0x2A24)
 
-NotifyMode = Literal["acquire", "start"]
 ChunkHandler = Callable[[bytes], None]
 EndHandler = Callable[[], None]
 
@@ -54,7 +53,7 @@ def _services(objects: ManagedObjects, device_obj: str, uuid: str) -> list[str]:
         for path, ifaces in objects.items()
         if SERVICE in ifaces
         and is_under(path, device_obj)
-        and str(ifaces[SERVICE].get("UUID", "")).lower() == uuid
+        and ifaces[SERVICE].get("UUID", "").lower() == uuid
     )
 
 
@@ -64,14 +63,19 @@ def _chars(objects: ManagedObjects, service: str, uuid: str) -> list[tuple[str, 
         props = ifaces.get(CHARACTERISTIC)
         if props is None or props.get("Service") != service:
             continue
-        if str(props.get("UUID", "")).lower() == uuid:
+        if props.get("UUID", "").lower() == uuid:
             found.append((path, tuple(str(f) for f in props.get("Flags", []))))
     return found
 
 
 def find_jk_chars(objects: ManagedObjects, device_obj: str) -> JkChars:
     """Inside FFE0, the FFE1 with `notify` is the source and the FFE1 with a write flag the sink;
-    on the split-layout module they are two objects with the same UUID (docs/protocol.md 1.2)."""
+    on the split-layout module they are two objects with the same UUID (docs/protocol.md 1.2).
+
+    Raises:
+        StaleCache: no FFE0 service with a notify and a write FFE1 under the device: BlueZ's
+            GATT cache is stale (docs/bluez.md fact 7).
+    """
     notify: tuple[str, tuple[str, ...]] | None = None
     write: str | None = None
     for service in _services(objects, device_obj, JK_SERVICE):
@@ -94,7 +98,11 @@ def find_jk_chars(objects: ManagedObjects, device_obj: str) -> JkChars:
 
 
 async def read_model_number(bus: BluezBus, path: str, timeout_s: float) -> str | None:
-    """0x2A24 as text, or None when the read fails (the split-layout module has no 0x180A)."""
+    """0x2A24 as text, or None when the read fails (the split-layout module has no 0x180A).
+
+    Raises:
+        LinkLost: the link dropped; every other failure gives None.
+    """
     try:
         reply = await bus.call(
             path, CHARACTERISTIC, "ReadValue", "a{sv}", [{}], stage="resolve", timeout_s=timeout_s
@@ -109,7 +117,16 @@ async def read_model_number(bus: BluezBus, path: str, timeout_s: float) -> str |
 
 
 async def write_command(bus: BluezBus, path: str, data: bytes, timeout_s: float) -> None:
-    # JK modules take commands as ATT Write Command (docs/protocol.md 1.4).
+    """One command, as ATT Write Command: JK modules take nothing else (docs/protocol.md 1.4).
+
+    Raises:
+        LinkLost: the link dropped (NotConnected, ATT error 0x0e).
+        InProgress: a write is acquired by another client (NotPermitted "Write acquired").
+        AuthenticationRequired: the module wants pairing (NotAuthorized, "not paired").
+        ObjectVanished: the characteristic is gone.
+        BusError: any other error reply (stage "write" has no default of its own).
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     await bus.call(
         path,
         CHARACTERISTIC,
@@ -132,7 +149,18 @@ async def acquired_notify(
     bus: BluezBus, path: str, on_chunk: ChunkHandler, on_end: EndHandler, timeout_s: float
 ) -> AsyncIterator[int]:
     """AcquireNotify: one SOCK_SEQPACKET datagram per notification. Yields the MTU; the fd is
-    closed on exit, which is how BlueZ learns that the session ended (docs/bluez.md 4.5)."""
+    closed on exit, which is how BlueZ learns that the session ended (docs/bluez.md 4.5).
+
+    Raises:
+        AcquireRefused: AcquireNotify cannot be used here (NotSupported, a StartNotify session
+            exists, an old BlueZ without the method): the policy falls back to StartNotify.
+        NotifyAcquired: another client holds the notify fd (NotPermitted "Notify acquired").
+        AuthenticationRequired: the module wants pairing.
+        LinkLost: the link dropped (NotConnected).
+        ObjectVanished: the characteristic is gone.
+        BusError: any other error reply (the default of stage "subscribe").
+        BusLost, Timeout: as `BluezBus.call`.
+    """
     reply = await bus.call(
         path, CHARACTERISTIC, "AcquireNotify", "a{sv}", [{}], stage="subscribe", timeout_s=timeout_s
     )
@@ -185,7 +213,18 @@ async def started_notify(
 ) -> AsyncIterator[None]:
     """StartNotify: notifications arrive as PropertiesChanged(Value), one signal per chunk.
     The session belongs to our bus connection and outlives disconnects, so it is always
-    stopped explicitly (docs/bluez.md fact 8)."""
+    stopped explicitly (docs/bluez.md fact 8).
+
+    Raises:
+        NotifyAcquired: another client holds the notify fd (NotPermitted "Notify acquired").
+        AuthenticationRequired: the module wants pairing ("Failed to register notify
+            session" on JK firmware >= 19.30, docs/protocol.md 1.6).
+        InProgress: a StartNotify of ours is still pending.
+        LinkLost: the link dropped (NotConnected).
+        ObjectVanished: the characteristic is gone.
+        BusError: a match rule refused, or any other error reply (stage "subscribe").
+        BusLost, Timeout: as `BluezBus.call`.
+    """
 
     def on_signal(message: Message) -> None:
         if message.path != path:

@@ -5,24 +5,35 @@ from __future__ import annotations
 import re
 
 from bluez_jk.errors import ConfigError
+from bluez_jk.names import MAC_ADDRESS
+
+# The client's code and tests import it from here, with the other path helpers.
+from bluez_jk.names import device_path as device_path  # noqa: PLC0414 - re-export
 
 BLUEZ = "org.bluez"
 BLUEZ_ROOT = "/org/bluez"
 
-_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 
 
 def normalize_mac(text: str) -> str:
-    """Upper case with colons; `-` and `_` separators are accepted, anything else is refused."""
+    """Upper case with colons; `-` and `_` separators are accepted, anything else is refused.
+
+    Raises:
+        ConfigError: not six hex pairs (key "address").
+    """
     candidate = text.strip().upper().replace("-", ":").replace("_", ":")
-    if not _MAC.fullmatch(candidate):
+    if not MAC_ADDRESS.fullmatch(candidate):
         raise ConfigError(f"not a Bluetooth address: {text!r}", key="address")
     return candidate
 
 
 def validate_adapter(name: str | None) -> str | None:
-    """`hciN`, or None for the default adapter (an empty string also means default)."""
+    """`hciN`, or None for the default adapter (an empty string also means default).
+
+    Raises:
+        ConfigError: not `hci` and a number (key "adapter").
+    """
     if name is None or name == "":
         return None
     if not _ADAPTER.fullmatch(name):
@@ -36,11 +47,6 @@ def adapter_path(adapter: str) -> str:
 
 def adapter_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
-
-
-def device_path(adapter_obj_path: str, mac: str) -> str:
-    # BlueZ names device objects after the address, upper case, `:` -> `_` (docs/bluez.md 1.1).
-    return f"{adapter_obj_path}/dev_{mac.replace(':', '_')}"
 
 
 def is_under(path: str, parent: str) -> bool:

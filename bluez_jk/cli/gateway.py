@@ -62,7 +62,9 @@ async def _serve(config: GatewayConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Reader() as reader:
-        gateway = Gateway(config, reader)
+        # Built on a worker thread: it reads the state file (a disk wait) and nothing in it
+        # binds to the event loop before run().
+        gateway = await asyncio.to_thread(Gateway, config, reader)
         await gateway.run(stop)
     return 1 if gateway.failed else 0
 

@@ -31,6 +31,7 @@ from bluez_jk.cli.jsonout import (
 )
 from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError, Stage
 from bluez_jk.gateway.config import load_config
+from bluez_jk.names import NotifyModeSetting
 from bluez_jk.reader import Reader, ReadRequest
 from bluez_jk.reading import ProtocolName, Reading, error_reading
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scan-timeout", type=positive_seconds, help="discovery, seconds (default 5)")
     p.add_argument("--protocol", choices=get_args(ProtocolName), help="skip detection")
-    p.add_argument("--notify-mode", choices=("auto", "acquire", "start"), default=None)
+    p.add_argument("--notify-mode", choices=get_args(NotifyModeSetting), default=None)
     p.add_argument("--config", type=Path, help="gateway config file (with --name)")
     p.add_argument("--name", help="device name in --config (also the name in the output)")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")

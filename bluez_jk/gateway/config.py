@@ -16,16 +16,14 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 from bluez_jk.control.policy import WRITABLES
 from bluez_jk.errors import ConfigError
+from bluez_jk.names import MAC_ADDRESS, NotifyModeSetting
 from bluez_jk.reading import ProtocolName
 
-NotifyMode = Literal["auto", "acquire", "start"]
-
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 ADAPTER_RE = re.compile(r"hci[0-9]{1,3}")
 # A topic prefix is a plain path: no MQTT wildcards, no empty levels, no NUL.
 TOPIC_RE = re.compile(r"[^/#+\x00]+(/[^/#+\x00]+)*")
@@ -99,7 +97,7 @@ class DeviceConfig:
     poll_interval_s: float = 10.0
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
-    notify_mode: NotifyMode = "auto"
+    notify_mode: NotifyModeSetting = "auto"
     keep_connected: bool = False
     control: ControlConfig = ControlConfig()
 
@@ -239,7 +237,7 @@ def _shown(value: float) -> str:
 
 
 def check_mac(value: str) -> str | None:
-    if not MAC_RE.fullmatch(value):
+    if not MAC_ADDRESS.fullmatch(value):
         return f"{value[:40]!r} is not a MAC address like C8:47:80:37:02:E8"
     return None
 
@@ -422,7 +420,9 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
     address = c.text(src, "address", path, None, nullable=False, check=check_mac)
     adapter = c.text(src, "adapter", path, None, check=check_adapter)
     protocol = c.text(src, "protocol", path, None, check=_check_choice(get_args(ProtocolName)))
-    notify_mode = c.text(src, "notify_mode", path, None, check=_check_choice(get_args(NotifyMode)))
+    notify_mode = c.text(
+        src, "notify_mode", path, None, check=_check_choice(get_args(NotifyModeSetting))
+    )
     # A per-device null means "use the global value" (docs/config.md, "devices[]").
     numbers = {
         key: c.number(src, key, path, getattr(defaults, key))
@@ -442,7 +442,7 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
         address=address.upper(),
         adapter=adapter or None,
         protocol=cast(ProtocolName | None, protocol),
-        notify_mode=cast(NotifyMode, notify_mode or "auto"),
+        notify_mode=cast(NotifyModeSetting, notify_mode or "auto"),
         keep_connected=keep_connected,
         control=control,
         **numbers,

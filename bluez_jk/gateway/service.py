@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bluez_jk import __version__
@@ -114,6 +114,10 @@ class Gateway:
         # Home Assistant device identifier -> the device that claimed it first.
         self._ha_identifiers: dict[str, str] = {}
         self._ha_collisions: set[str] = set()
+        # State file writes wait on the disk (two fsyncs), so they run on a worker thread, one
+        # at a time and in the order asked; the tasks are kept so that shutdown can wait.
+        self._store_lock = asyncio.Lock()
+        self._store_tasks: set[asyncio.Task[None]] = set()
         for device in devices:
             prefix = self.topic(device.name, "")
             self.links[device.name] = link_factory(
@@ -243,10 +247,27 @@ class Gateway:
             self._save_discovery(name, list(configs))
 
     def _save_discovery(self, name: str, topics: list[str]) -> None:
+        self._in_store_order(self._write_discovery(name, topics))
+
+    async def _write_discovery(self, name: str, topics: list[str]) -> None:
         try:
-            self.store.set_discovery(name, topics)
+            await asyncio.to_thread(self.store.set_discovery, name, topics)
         except OSError as err:
             log.warning("state not saved (discovery) error=%s", err)
+
+    def _in_store_order(self, job: Coroutine[Any, Any, None]) -> None:
+        async def serialised() -> None:
+            async with self._store_lock:
+                await job
+
+        task = asyncio.create_task(serialised())
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
+
+    async def settled(self) -> None:
+        """Wait until every state change asked for so far is written (or failed)."""
+        while self._store_tasks:
+            await asyncio.gather(*self._store_tasks, return_exceptions=True)
 
     def _start_discovery(self) -> None:
         """Gateway entity on; entities of devices that are gone (or of a disabled HA) cleared."""
@@ -284,8 +305,7 @@ class Gateway:
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
-                result = self.apply_remote_config(name, payload)
-                self._answer(name, "cmd/config/result", result)
+                self._in_store_order(self._config_command(name, payload))
             elif command == "cmd/pause":
                 self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
             elif command == "cmd/set":
@@ -318,7 +338,15 @@ class Gateway:
         self.links[name].publish(self.topic(name, "raw"), _dumps(reading))
         log.info("cmd/read device=%s answered=Paused until_epoch=%.0f", name, until)
 
-    def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
+    async def _config_command(self, name: str, payload: bytes) -> None:
+        try:
+            result = await self.apply_remote_config(name, payload)
+        except Exception:  # a handler bug must not end the task silently; still answered
+            log.exception("command failed device=%s topic=cmd/config", name)
+            result = {"ok": False, "error": "internal error, see the log", "applied": {}}
+        self._answer(name, "cmd/config/result", result)
+
+    async def apply_remote_config(self, name: str, payload: bytes) -> dict[str, Any]:
         """Validate, persist, then apply one cmd/config; the result payload."""
         if not self.config.allow_remote_config:
             return {
@@ -340,7 +368,7 @@ class Gateway:
         }
         new_config = file_device.with_overrides(merged)
         try:
-            self.store.set_overrides(name, merged, bases)
+            await asyncio.to_thread(self.store.set_overrides, name, merged, bases)
         except OSError as err:
             # Not persisted means not applied: a restart would silently undo it.
             return {"ok": False, "error": f"cannot persist: {err}", "applied": {}}
@@ -468,6 +496,7 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             async with asyncio.timeout(SHUTDOWN_READS_S):
                 await asyncio.gather(scheduler, return_exceptions=True)
+                await self.settled()  # a cmd/config being saved still gets its result out
         for name, link in self.links.items():
             link.set_retained(self.topic(name, "online"), b"false")
         self.gateway_link.set_retained(f"{self.base}/gateway/online", b"false")

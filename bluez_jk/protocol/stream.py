@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from bluez_jk.protocol.alarms import warnings_from
 from bluez_jk.protocol.assembler import Assembler
@@ -17,8 +17,30 @@ from bluez_jk.protocol.variants import DetectedBy, ProtocolName
 # Device info reads the same on every layout (5.1), so it decodes before the layout is known.
 _ANY_LAYOUT: Final[ProtocolName] = "JK02_32S"
 MAX_PENDING: Final = 8
-_STATUS_KINDS: Final = ("device_info", "cell_info", "settings")
 MAX_CELL_V: Final = 5.0
+
+
+class Got(TypedDict):
+    """Which of the three status frames have been decoded."""
+
+    device_info: bool
+    cell_info: bool
+    settings: bool
+
+
+class Status(TypedDict):
+    """The latest decoded frame of each kind (keys: docs/protocol.md 5), the warnings of the
+    last cell-info frame and when a status frame last arrived: a Reading's `status`."""
+
+    last_update: float | None
+    device_info: dict[str, Any]
+    cell_info: dict[str, Any]
+    settings: dict[str, Any]
+    warnings: dict[str, bool]
+
+
+def empty_status() -> Status:
+    return {"last_update": None, "device_info": {}, "cell_info": {}, "settings": {}, "warnings": {}}
 
 
 def plausible(decoded: Decoded) -> bool:
@@ -40,14 +62,8 @@ class StreamDecoder:
         self.assembler = Assembler()
         self.protocol: ProtocolName | None = protocol
         self.detected_by: DetectedBy | None = "config" if protocol is not None else None
-        self.status: dict[str, Any] = {
-            "last_update": None,
-            "device_info": {},
-            "cell_info": {},
-            "settings": {},
-            "warnings": {},
-        }
-        self.got: dict[str, bool] = dict.fromkeys(_STATUS_KINDS, False)
+        self.status: Status = empty_status()
+        self.got: Got = {"device_info": False, "cell_info": False, "settings": False}
         self.logbook: dict[str, Any] | None = None
         self._pending: deque[bytes] = deque(maxlen=MAX_PENDING)
         # Set once a cell-info frame's enabled-cell mask agreed with the chosen layout.

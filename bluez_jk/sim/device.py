@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Variant
 
+from bluez_jk.names import device_path
 from bluez_jk.sim import errors
 from bluez_jk.sim.devices import DeviceSpec
 from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
 
 DEVICE_IFACE = "org.bluez.Device1"
 _JK_COMPANY_ID = 0x0B65  # docs/protocol.md 1.1
-
-
-def device_path(adapter: str, address: str) -> str:
-    return f"/org/bluez/{adapter}/dev_{address.replace(':', '_')}"
 
 
 class Device:
@@ -42,7 +39,7 @@ class Device:
         self.adapter_name = adapter.name
         self.spec = spec
         self.address = spec.address
-        self.path = device_path(adapter.name, spec.address)
+        self.path = device_path(adapter.path, spec.address)
         self.exported = False
         self.connected = False
         self.services_resolved = False

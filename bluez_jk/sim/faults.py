@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from bluez_jk.names import MAC_ADDRESS
+
 FaultName = Literal[
     "not-advertising",
     "uncached",
@@ -49,13 +51,12 @@ FAULT_HELP: dict[str, str] = {
 }
 
 
-_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _SPEC = re.compile(r"^(?P<name>[a-z-]+)(?::(?P<count>\d+))?(?:@(?P<mac>[0-9A-Fa-f:]+))?$")
 
 
 def normalize_mac(text: str) -> str:
     mac = text.strip().upper().replace("-", ":").replace("_", ":")
-    if not _MAC.match(mac):
+    if not MAC_ADDRESS.fullmatch(mac):
         raise ValueError(f"not a MAC address: {text!r}")
     return mac
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.blocking import blocking_calls_in
 from tests.fixtures.bluez import SimHandle
 from tests.integration.gateway.support import GatewayProcess
 
@@ -30,3 +31,6 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
     finally:
         for gateway in started:
             gateway.stop()
+    blocked = [call for gateway in started for call in blocking_calls_in(gateway.log())]
+    if blocked:
+        pytest.fail(f"the gateway blocked its event loop: {blocked}")

@@ -8,15 +8,16 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.blocking import guarded_command
 from tests.fixtures.bluez import SimHandle
 from tests.fixtures.mqtt import Broker, Message, MqttProbe, free_port
+from tests.fixtures.waits import deadline_s
 
 MACS = ["C8:47:80:37:02:E8", "C8:47:80:37:02:E9", "C8:47:80:37:02:EA"]
 
@@ -49,7 +50,7 @@ class GatewayProcess:
         env = {**self.sim.env, "BLUEZ_JK_LOCK_DIR": str(self.workdir), **self.env_extra}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bluez_jk.cli.gateway", "--config", str(path)],
+                guarded_command("bluez_jk.cli.gateway", "--config", str(path)),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -108,6 +109,7 @@ def payloads(probe: MqttProbe, topic: str, after: float | None = None) -> list[M
 
 def wait_online(probe: MqttProbe, names: list[str], value: bytes, timeout_s: float = 15.0) -> float:
     """Wait until the last `online` message of every device is `value`; when it happened."""
+    timeout_s = deadline_s(timeout_s)
     deadline = time.monotonic() + timeout_s
     while True:
         last = {n: probe.on_topic(f"bms/jk/{n}/online") for n in names}
@@ -124,7 +126,7 @@ def retained_snapshot(
 ) -> dict[str, bytes]:
     """What a client that connects now gets as retained messages for `topics`."""
     with MqttProbe(broker, topics) as fresh:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + deadline_s(timeout_s)
         while time.monotonic() < deadline:
             got = {m.topic: m.payload for m in fresh.messages if m.retain}
             if all(any(_match(t, g) for g in got) for t in topics):
@@ -205,6 +207,7 @@ class GatedProxy:
 
 
 def wait_count(probe: MqttProbe, topic: str, count: int, timeout_s: float = 15.0) -> list[Message]:
+    timeout_s = deadline_s(timeout_s)
     deadline = time.monotonic() + timeout_s
     while True:
         found = probe.on_topic(topic)

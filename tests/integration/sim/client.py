@@ -13,6 +13,7 @@ from dbus_fast.aio import MessageBus
 
 from bluez_jk.protocol import command
 from bluez_jk.protocol.stream import StreamDecoder
+from tests.fixtures.waits import deadline_s
 
 ADDRESS = "C8:47:80:37:02:E8"
 DEV = "/org/bluez/hci0/dev_C8_47_80_37_02_E8"
@@ -91,7 +92,7 @@ class Client:
                             return msg
                     await self._cond.wait()
 
-        return await asyncio.wait_for(find(), timeout_s)
+        return await asyncio.wait_for(find(), deadline_s(timeout_s))
 
     async def wait_prop(
         self, path: str, name: str, value: Any, timeout_s: float = 10.0, start: int = 0

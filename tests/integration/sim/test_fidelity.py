@@ -217,11 +217,16 @@ async def test_a_client_leaving_the_bus_ends_its_sessions(sim: SimHandle) -> Non
             await c.call(CHAR, CHAR1, "StartNotify")
             await c.call(HCI0, ADAPTER1, "StartDiscovery")
             await watcher.wait_prop(CHAR, "Notifying", True, start=0)
+            # Discovering turns true after the StartDiscovery reply: a client that left before
+            # that never had a scan to end (on a loaded machine it could, and the test hung).
+            await watcher.wait_prop(HCI0, "Discovering", True, start=0)
             leaving = c.bus.unique_name
         # The link stays up: BlueZ never disconnects when a client goes (docs/bluez.md fact 5).
         await watcher.wait_prop(CHAR, "Notifying", False)
         await watcher.wait_prop(HCI0, "Discovering", False)
         assert (await watcher.props(DEV, DEVICE1))["Connected"] is True
+    for event in ("notify_stop", "discovery_stop"):
+        await sim.await_log(lambda e, name=event: e["event"] == name)
     stops = [e for e in sim.log() if e["event"] in ("notify_stop", "discovery_stop")]
     assert {(e["event"], e["sender"], e["reason"]) for e in stops} == {
         ("notify_stop", leaving, "bus_left"),
@@ -280,7 +285,9 @@ async def test_start_notify_in_the_disconnect_grace_window(sim_factory: Factory)
     log = sim.log()
     asked = next(e["t"] for e in log if e["event"] == "disconnect_call")
     down = next(e["t"] for e in log if e["event"] == "disconnected")
-    assert 1.9 <= down - asked < 3.0
+    # Not before the 2 s grace; the bound above only rules out a link held until some other
+    # timer (the 20 s kernel connect timeout), so a loaded machine's late timer still passes.
+    assert 1.9 <= down - asked < 10.0
 
 
 async def test_adapter_can_vanish_and_return(sim: SimHandle) -> None:

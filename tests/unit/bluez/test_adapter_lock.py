@@ -29,7 +29,9 @@ async def test_second_holder_gets_busy_after_the_timeout(tmp_path: Path) -> None
         with pytest.raises(Busy) as info:
             async with AdapterLock("hci0", timeout_s=0.2):
                 pass
-        assert 0.15 < time.monotonic() - started < 1.0
+        # Not before the timeout; the upper bound only rules out waiting for the holder (it
+        # never lets go here), so a loaded machine's slow wake-up still passes.
+        assert 0.15 < time.monotonic() - started < 5.0
         assert info.value.stage == "lock"
         async with AdapterLock("hci1", timeout_s=0.2):
             pass  # other adapters are independent
@@ -46,7 +48,7 @@ async def test_waiter_gets_the_lock_when_released() -> None:
     await asyncio.sleep(0)
     loop = asyncio.get_running_loop()
     loop.call_later(0.1, released.set)
-    async with AdapterLock("hci0", timeout_s=2):
+    async with AdapterLock("hci0", timeout_s=30):  # generous: it returns at the release
         pass
     await task
 

@@ -141,7 +141,8 @@ async def test_watchdog_fed_only_while_the_scheduler_makes_progress(
         {
             "state_dir": str(tmp_path / "state"),
             "devices": [{"name": "jk1", "address": "C8:47:80:37:02:E1"}],
-        }
+        },
+        base_dir=tmp_path,  # Path.cwd() would be a blocking call on the loop
     )
     gateway = Gateway(config, reader, clock=clock, notifier=Notifier(str(tmp_path / "n.sock")))
 

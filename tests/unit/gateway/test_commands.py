@@ -3,6 +3,7 @@ and a hypothesis fuzz over arbitrary payloads (no crash, config unchanged on inv
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import tempfile
@@ -30,13 +31,20 @@ def make_config(state_dir: Path, **top: Any) -> GatewayConfig:
                 {"name": "jk2", "address": "C8:47:80:37:02:E2", "adapter": "hci1"},
             ],
             **top,
-        }
+        },
+        base_dir=state_dir,  # not Path.cwd(): that is a blocking call on the loop
     )
 
 
 def make_gateway(state_dir: Path, **top: Any) -> Gateway:
     clock = FakeClock()
     return Gateway(make_config(state_dir, **top), FakeReader(clock), clock=clock)
+
+
+async def command(gateway: Gateway, topic: str, payload: bytes) -> None:
+    """One command as paho hands it over, and the state file write it may start."""
+    gateway.handle_message(topic, payload)
+    await gateway.settled()
 
 
 def results(link: MqttLink) -> list[dict[str, Any]]:
@@ -54,10 +62,10 @@ def meta(gateway: Gateway, name: str) -> dict[str, Any]:
     return json.loads(payload)  # type: ignore[no-any-return]
 
 
-def test_valid_config_applies_persists_and_shows_in_meta(tmp_path: Path) -> None:
+async def test_valid_config_applies_persists_and_shows_in_meta(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path)
     gateway.publish_meta(gateway.scheduler.devices["jk1"])
-    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 2, "adapter": "hci3"}')
+    await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2, "adapter": "hci3"}')
     assert results(gateway.links["jk1"]) == [
         {"ok": True, "error": None, "applied": {"poll_interval_s": 2, "adapter": "hci3"}}
     ]
@@ -67,12 +75,12 @@ def test_valid_config_applies_persists_and_shows_in_meta(tmp_path: Path) -> None
     assert meta(gateway, "jk1")["config"]["poll_interval_s"] == 2
     # The other device is untouched; a restart (new Gateway on the same state_dir) keeps it.
     assert gateway.scheduler.devices["jk2"].config.poll_interval_s == 10
-    again = make_gateway(tmp_path)
+    again = await asyncio.to_thread(make_gateway, tmp_path)  # reads the state file
     assert again.scheduler.devices["jk1"].config.poll_interval_s == 2
     assert again.scheduler.devices["jk1"].config.adapter == "hci3"
     # Later changes merge with earlier ones; adapter null = the default adapter.
-    again.handle_message("b/jk/jk1/cmd/config", b'{"adapter": null}')
-    third = make_gateway(tmp_path)
+    await command(again, "b/jk/jk1/cmd/config", b'{"adapter": null}')
+    third = await asyncio.to_thread(make_gateway, tmp_path)
     assert third.scheduler.devices["jk1"].config.adapter is None
     assert third.scheduler.devices["jk1"].config.poll_interval_s == 2
 
@@ -90,11 +98,11 @@ INVALID = [
 ]
 
 
-def test_each_invalid_input_changes_nothing_and_says_why(tmp_path: Path) -> None:
+async def test_each_invalid_input_changes_nothing_and_says_why(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path)
     before = gateway.scheduler.devices["jk1"].config
     for payload, reason in INVALID:
-        gateway.handle_message("b/jk/jk1/cmd/config", payload)
+        await command(gateway, "b/jk/jk1/cmd/config", payload)
         result = results(gateway.links["jk1"])[-1]
         assert result["ok"] is False
         assert result["applied"] == {}
@@ -103,20 +111,20 @@ def test_each_invalid_input_changes_nothing_and_says_why(tmp_path: Path) -> None
     assert not (tmp_path / "gateway_state.json").exists()
 
 
-def test_remote_config_disabled(tmp_path: Path) -> None:
+async def test_remote_config_disabled(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path, allow_remote_config=False)
-    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
+    await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
     (result,) = results(gateway.links["jk1"])
     assert result["ok"] is False
     assert "allow_remote_config: false" in result["error"]
     assert gateway.scheduler.devices["jk1"].config.poll_interval_s == 10
 
 
-def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
+async def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     gateway = make_gateway(blocker / "state")  # state_dir under a regular file
-    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
+    await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
     (result,) = results(gateway.links["jk1"])
     assert result["ok"] is False
     assert "cannot persist" in result["error"]
@@ -124,21 +132,21 @@ def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
     assert gateway.store.overrides == {}  # not kept in memory either, to be saved later
 
 
-def test_pause_and_read_commands(tmp_path: Path) -> None:
+async def test_pause_and_read_commands(tmp_path: Path) -> None:
     gateway = make_gateway(tmp_path)
-    gateway.handle_message("b/jk/jk1/cmd/pause", b'{"minutes": 5}')
+    await command(gateway, "b/jk/jk1/cmd/pause", b'{"minutes": 5}')
     assert gateway.scheduler.devices["jk1"].paused_until == 300.0
     assert meta(gateway, "jk1")["paused_until"] is not None
     for bad in (b'{"minutes": -1}', b'{"minutes": "5"}', b"{}", b"5", b'{"minutes": 1e400}'):
-        gateway.handle_message("b/jk/jk1/cmd/pause", bad)
+        await command(gateway, "b/jk/jk1/cmd/pause", bad)
         assert gateway.scheduler.devices["jk1"].paused_until == 300.0
-    gateway.handle_message("b/jk/jk1/cmd/pause", b'{"minutes": 0}')
+    await command(gateway, "b/jk/jk1/cmd/pause", b'{"minutes": 0}')
     assert gateway.scheduler.devices["jk1"].paused_until is None
-    gateway.handle_message("b/jk/jk1/cmd/read", b"anything")
+    await command(gateway, "b/jk/jk1/cmd/read", b"anything")
     assert gateway.scheduler.devices["jk1"].read_requested
     # Unknown devices and topics are ignored.
-    gateway.handle_message("b/jk/nobody/cmd/read", b"")
-    gateway.handle_message("other/topic", b"")
+    await command(gateway, "b/jk/nobody/cmd/read", b"")
+    await command(gateway, "other/topic", b"")
 
 
 TOPICS = st.sampled_from(
@@ -169,7 +177,7 @@ def test_fuzz_command_handlers(commands: list[tuple[str, bytes]]) -> None:
             before = copy.deepcopy(gateway.scheduler.devices["jk1"].config)
             stored_before = copy.deepcopy(gateway.store.overrides)
             count = len(results(gateway.links["jk1"]))
-            gateway.handle_message(topic, payload)  # must never raise
+            asyncio.run(command(gateway, topic, payload))  # must never raise
             after = gateway.scheduler.devices["jk1"].config
             if topic.endswith("cmd/config"):
                 result = results(gateway.links["jk1"])[count]

@@ -144,7 +144,7 @@ def test_valid_frames_after_junk_are_never_lost(
     assert assembler.buffered < 300
 
 
-@settings(max_examples=200)
+@settings(max_examples=max(200, settings.default.max_examples))
 @given(
     st.sampled_from(FRAMES),
     st.integers(min_value=1, max_value=299),

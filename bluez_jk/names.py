@@ -1,0 +1,25 @@
+"""Names every room shares, each defined once: the notify modes, the Bluetooth address pattern
+and BlueZ's device object path. Imports nothing of the project, so the client (`bluez`,
+`reader`), the gateway and the simulator can all use it without an import across rooms
+(docs/design.md, "Import rules")."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+# How a read receives notifications: an AcquireNotify fd, or StartNotify + PropertiesChanged.
+NotifyMode = Literal["acquire", "start"]
+# The `notify_mode` setting (config file, cmd/config, jk-ble-read --notify-mode): one of the
+# modes, or "auto" (AcquireNotify, falling back to StartNotify where it is refused).
+NotifyModeSetting = Literal["auto", NotifyMode]
+
+# A Bluetooth address: six hex pairs joined by colons, either case (ASCII only: no other
+# script's letters or ligatures fold into A-F).
+MAC_ADDRESS: Final = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}", re.ASCII | re.IGNORECASE)
+
+
+def device_path(adapter_obj_path: str, mac: str) -> str:
+    """BlueZ's object path of a device: the adapter's path, then `dev_` and the address with
+    `_` for `:` (docs/bluez.md 1.1). `mac` is upper case, as BlueZ writes it."""
+    return f"{adapter_obj_path}/dev_{mac.replace(':', '_')}"
