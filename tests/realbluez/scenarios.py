@@ -169,14 +169,16 @@ def fault_timeout(rig: Rig) -> float:
 async def scan(rig: Rig) -> Outcome:
     """jk-ble-scan on every adapter a BMS is configured on: each BMS with name and RSSI."""
     seen: dict[str, dict[str, Any]] = {}
-    codes = []
-    for adapter in sorted({b.adapter for b in rig.bms.values()}):
-        code, out = await run_tool(
-            rig, "bluez_jk.cli.scan", "--adapter", adapter, "--duration", "5", "--jk-only"
+    adapters = sorted({b.adapter for b in rig.bms.values()})
+    results = await asyncio.gather(
+        *(
+            run_tool(rig, "bluez_jk.cli.scan", "--adapter", a, "--duration", "10", "--jk-only")
+            for a in adapters
         )
-        codes.append(code)
+    )
+    for _, out in results:
         seen.update({d["address"]: d for d in out.get("devices", [])})
-    code = max(codes)
+    code = max(code for code, _ in results)
     out = {"devices": list(seen.values())}
     missing = [b.name for b in rig.bms.values() if b.address not in seen]
     unnamed = [a for a, d in seen.items() if not d.get("name") or d.get("rssi") is None]
