@@ -14,11 +14,11 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from bluez_jk.adapter_lock import AdapterLock
 from bluez_jk.bluez.adapter import discover_device, resolve_adapter
-from bluez_jk.bluez.agent import Passkey, pair_device
+from bluez_jk.bluez.agent import pair_device
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import (
     DeviceWatch,
@@ -58,7 +58,7 @@ from bluez_jk.errors import (
     Timeout,
 )
 from bluez_jk.hints import stage_timeout_message
-from bluez_jk.names import NotifyMode, NotifyModeSetting, device_path
+from bluez_jk.names import NotifyMode, NotifyModeSetting, PairingSetting, Passkey, device_path
 from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
@@ -79,8 +79,9 @@ class ReadRequest:
     # JK firmware >= 19.30 wants a bonded link: "auto" pairs when the link demands it,
     # "never" reports AuthenticationRequired instead. A passkey (secret, never shown) is what
     # the agent answers when BlueZ asks for one; with it the reader pairs before subscribing.
-    pairing: Literal["auto", "never"] = "auto"
+    pairing: PairingSetting = "auto"
     passkey: Passkey | None = field(default=None, repr=False)
+    pair: bool = False  # pair before subscribing even if the BMS has not asked (jk-ble-pair)
 
 
 @dataclass(frozen=True)
@@ -587,6 +588,7 @@ class _Session:
             return False
         return (
             pending in ("pair", "repair")
+            or self.req.pair
             or self.req.passkey is not None
             or self.req.address in self.reader._needs_pairing
         )
