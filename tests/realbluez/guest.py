@@ -29,7 +29,7 @@ from bluez_jk.sim.faults import make_fault
 from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
 from tests.realbluez.guest_boards import ADAPTERS, BOARDS, PAIRING
-from tests.realbluez.pairing import all_pairing
+from tests.realbluez.pairing import all_pairing, lost_bond
 from tests.realbluez.peer import PeerBms, host_controller
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
@@ -119,6 +119,10 @@ class RealRig:
     async def forget_bond(self, address: str) -> None:
         await self.peer(address).forget_bond()
 
+    async def wait_adapters(self) -> None:
+        for adapter in ADAPTERS:
+            await wait_for_adapter(adapter)
+
     def pairings(self, address: str) -> int | None:
         return self.peer(address).pairings
 
@@ -191,6 +195,7 @@ async def run_all(work: Path) -> None:
             [*beside[1], *all_pairing()],
         ),
         bluetoothd_restart,
+        lost_bond,
     ]
 
     try:

@@ -85,7 +85,10 @@ async def passkey(rig: Rig) -> Outcome:
 
 
 async def lost_bond(rig: Rig) -> Outcome:
-    """The BMS forgets the bond: the next read re-pairs once and completes."""
+    """The BMS forgets the bond: the next read re-pairs once and completes.
+
+    On the rig, bluetoothd 5.66 crashes on that first connect (docs/bluez.md fact 19): the
+    scenario then restarts it, as systemd's Restart= or a user would, and reads again."""
     bms = rig.bms["jk8"]
     forget = getattr(rig, "forget_bond", None)
     if forget is None:
@@ -93,14 +96,30 @@ async def lost_bond(rig: Rig) -> Outcome:
     before = _pairings(rig, bms.address)
     await forget(bms.address)
     t0 = time.monotonic()
+    notes = []
     async with Reader() as reader:
         reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+    notes.append(f"first read {error_of(reading)}")
+    if not rig.bluez_alive():
+        notes.append("bluetoothd crashed")
+        await rig.restart_bluez()  # type: ignore[attr-defined]
+        await wait_alive(rig)
+        async with Reader() as reader:
+            reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+        notes.append(f"after the restart {error_of(reading)}")
     took = time.monotonic() - t0
     after = _pairings(rig, bms.address)
     repaired = None if before is None or after is None else after - before
     ok = reading.get("error") is None and (repaired is None or repaired == 1)
-    summary = f"{error_of(reading)} in {took:.1f} s, pairings during the read: {repaired}"
+    summary = "; ".join(notes) + f"; pairings: {repaired}"
     return Outcome(label_of_lost_bond, ok, summary, took, {"error": reading.get("error")})
+
+
+async def wait_alive(rig: Rig) -> None:
+    """bluetoothd is back and has its adapters again."""
+    waiter = getattr(rig, "wait_adapters", None)
+    if waiter is not None:
+        await waiter()
 
 
 label_of_just_works = "pairing: just works, then 20 reads on the bond (jk8)"
@@ -112,4 +131,5 @@ labelled(label_of_lost_bond, lost_bond)
 
 
 def all_pairing() -> list[Any]:
-    return [just_works, passkey, lost_bond]
+    """What runs beside the gateway; `lost_bond` runs after it (it crashes bluetoothd 5.66)."""
+    return [just_works, passkey]

@@ -169,17 +169,19 @@ def fault_timeout(rig: Rig) -> float:
 async def scan(rig: Rig) -> Outcome:
     """jk-ble-scan on every adapter a BMS is configured on: each BMS with name and RSSI."""
     seen: dict[str, dict[str, Any]] = {}
-    adapters = sorted({b.adapter for b in rig.bms.values()})
+    # The simulator's devices each belong to one adapter; on the rig's single radio link every
+    # adapter hears every BMS, so one adapter is enough there.
+    adapters = sorted({b.adapter for b in rig.bms.values()}) if rig.kind == "sim" else ["hci0"]
     results = await asyncio.gather(
         *(
-            run_tool(rig, "bluez_jk.cli.scan", "--adapter", a, "--duration", "10", "--jk-only")
+            run_tool(rig, "bluez_jk.cli.scan", "--adapter", a, "--duration", "8", "--jk-only")
             for a in adapters
         )
     )
     for _, out in results:
         seen.update({d["address"]: d for d in out.get("devices", [])})
     code = max(code for code, _ in results)
-    out = {"devices": list(seen.values())}
+    out = {"devices": list(seen.values()), "errors": [o.get("error") for _, o in results]}
     missing = [b.name for b in rig.bms.values() if b.address not in seen]
     unnamed = [a for a, d in seen.items() if not d.get("name") or d.get("rssi") is None]
     ok = code == 0 and not missing and not unnamed
