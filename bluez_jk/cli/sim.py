@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         action="append",
         default=[],
-        metavar="MAC[,adapter=hciN][,protocol=P][,name=N][,cells=N][,sw=X.Y][,layout=old|new]",
+        metavar="MAC[,adapter=hciN][,protocol=P][,name=N][,cells=N][,sw=X.Y][,layout=old|new]"
+        "[,pairing=none|justworks|passkey:NNNNNN|rejects]",
         help=f"an emulated BMS (repeatable; default: {DEFAULT_DEVICE})",
     )
     p.add_argument(
