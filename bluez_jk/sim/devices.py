@@ -15,6 +15,14 @@ PairingMode = Literal["none", "justworks", "passkey", "rejects"]
 # Modes in which the BMS refuses the CCCD write on a link that is not paired (19.30+ firmware).
 PAIRING_REQUIRED: frozenset[str] = frozenset({"justworks", "passkey", "rejects"})
 _PASSKEY = re.compile(r"^\d{6}$")
+# One line per mode, for `jk-ble-sim --help`.
+PAIRING_HELP: dict[str, str] = {
+    "none": "never requires pairing (default)",
+    "justworks": "refuses subscriptions until paired; pairs without a passkey",
+    "passkey:NNNNNN": "the same, but the agent must type this passkey (KeyboardOnly or "
+    "KeyboardDisplay); a wrong one fails AuthenticationFailed",
+    "rejects": "refuses subscriptions; Pair fails AuthenticationRejected",
+}
 
 _ADAPTER = re.compile(r"^hci\d{1,3}$")
 _PROTOCOLS: tuple[ProtocolName, ...] = ("JK02_24S", "JK02_32S", "JK04")

@@ -46,8 +46,9 @@ AUTH_FAILED = ("org.bluez.Error.AuthenticationFailed", "Authentication Failed")
 async def sim_with(
     sim_factory: Factory, device: str = JUSTWORKS_DEVICE
 ) -> AsyncIterator[tuple[SimHandle, Client]]:
-    """A simulator with one device of the given `pairing=` mode, and a client of it."""
-    sim = sim_factory(devices=[device])
+    """A simulator with one device of the given `pairing=` mode, and a client of it. It logs
+    at DEBUG, so the tests that grep its log for the passkey see everything it writes."""
+    sim = sim_factory(devices=[device], log_level="DEBUG")
     async with client(sim.bus_address) as c:
         yield sim, c
 
@@ -259,6 +260,21 @@ async def test_in_progress_and_cancel_pairing(sim_factory: Factory) -> None:
             "Authentication Canceled",
         )
         await agent.wait_call("Cancel")  # the pending request is withdrawn from the agent
+
+
+async def test_requester_leaving_cancels_the_pairing(sim_factory: Factory) -> None:
+    """create_bond_req_exit: the caller of Pair leaves the bus, the pairing and its link end."""
+    async with sim_with(sim_factory, PASSKEY_DEVICE) as (sim, c):
+        agent = FakeAgent(c, hold=True)
+        await agent.register()
+        async with client(sim.bus_address) as requester:
+            pending = asyncio.ensure_future(requester.raw(DEV, DEVICE1, "Pair"))
+            await agent.wait_call("RequestPasskey")
+        pending.cancel()
+        await agent.wait_call("Cancel")
+        await c.wait_prop(DEV, "Connected", False)
+        failed = await sim.await_log(lambda e: e["event"] == "pair_failed")
+        assert failed["error"] == "canceled"
 
 
 async def test_agent_that_never_answers_times_out(sim_factory: Factory) -> None:
