@@ -145,6 +145,17 @@ async def test_own_agent_wins_over_the_default(sim_factory: Factory) -> None:
         assert default.calls == []
 
 
+async def test_agents_get_release_when_bluetoothd_stops(sim_factory: Factory) -> None:
+    async with sim_with(sim_factory) as (sim, c):
+        agent = FakeAgent(c)
+        await agent.register()
+        await c.call(MANAGER, AGENT_MANAGER1, "UnregisterAgent", "o", [AGENT_PATH])
+        await agent.register()
+        sim.restart()  # org.bluez leaves the bus: registered agents are released
+        await agent.wait_call("Release")
+        assert agent.members() == ["Release"]  # none for UnregisterAgent
+
+
 # ---- Pair -------------------------------------------------------------------------------------
 
 
