@@ -58,6 +58,7 @@ class Device:
         self._pairing: asyncio.Task[None] | None = None
         self._pair_requester: str | None = None
         self._temporary: asyncio.Task[None] | None = None
+        self._removing = False
         self.rssi: int | None = None
         self._rssi_flip = False
         self.gatt: GattDatabase | None = None
@@ -219,18 +220,22 @@ class Device:
         """Adapter1.RemoveDevice: disconnect first, then forget the device, its cache and bond."""
         self.events.record("remove_device", self.address, self.adapter_name)
         self._stop_temporary()
-        if self._pairing is not None:
-            self._pairing.cancel()
-        if self.paired or self.bonded:
-            self._set_bond(False)
-            self.events.record("bond_removed", self.address, self.adapter_name, by="remove")
-        if self.connected or self._connecting is not None:
-            await self._disconnect_link()
-        # Only RemoveDevice cures a stale cache (docs/bluez.md fact 7).
-        self.faults.clear("stale-cache", self.address)
-        self.faults.clear("stale-cache", None)
-        self.unexport()
-        self.gatt = None
+        self._removing = True  # a pairing cancelled here must not schedule another removal
+        try:
+            if self._pairing is not None:
+                self._pairing.cancel()
+            if self.paired or self.bonded:
+                self._set_bond(False)
+                self.events.record("bond_removed", self.address, self.adapter_name, by="remove")
+            if self.connected or self._connecting is not None:
+                await self._disconnect_link()
+            # Only RemoveDevice cures a stale cache (docs/bluez.md fact 7).
+            self.faults.clear("stale-cache", self.address)
+            self.faults.clear("stale-cache", None)
+            self.unexport()
+            self.gatt = None
+        finally:
+            self._removing = False
 
     @property
     def advertising(self) -> bool:
@@ -518,7 +523,7 @@ class Device:
 
     def _pair_failed(self, error: str) -> None:
         self.events.record("pair_failed", self.address, self.adapter_name, error=error)
-        if not self.paired and not self.trusted and self.exported:
+        if not self.paired and not self.trusted and self.exported and not self._removing:
             # device_bonding_complete: an untrusted device goes back to being temporary.
             self._temporary = self.world.spawn(self._expire())
 

@@ -288,6 +288,21 @@ async def test_requester_leaving_cancels_the_pairing(sim_factory: Factory) -> No
         assert failed["error"] == "canceled"
 
 
+async def test_remove_device_during_pairing_cancels_it_once(sim_factory: Factory) -> None:
+    async with sim_with(sim_factory, PASSKEY_DEVICE) as (sim, c):
+        agent = FakeAgent(c, hold=True)
+        await agent.register()
+        pair = asyncio.ensure_future(c.raw(DEV, DEVICE1, "Pair"))
+        await agent.wait_call("RequestPasskey")
+        await c.call(HCI0, ADAPTER1, "RemoveDevice", "o", [DEV])
+        reply = await pair
+        assert reply.error_name == "org.bluez.Error.AuthenticationCanceled"
+        await agent.wait_call("Cancel")
+        await asyncio.sleep(0.3)  # room for a wrong second removal to show up in the log
+        removed = [e for e in sim.log() if e["event"] in ("device_removed", "temporary_removed")]
+        assert [e["event"] for e in removed] == ["device_removed"]
+
+
 async def test_agent_that_never_answers_times_out(sim_factory: Factory) -> None:
     async with sim_with(sim_factory, PASSKEY_DEVICE) as (_sim, c):
         agent = FakeAgent(c, hold=True)
