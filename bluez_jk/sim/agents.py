@@ -134,12 +134,6 @@ class AgentManager:
             raise AgentFailed("RequestPasskey answered with the wrong signature")
         return int(reply.body[0])
 
-    async def request_confirmation(
-        self, agent: Agent, device_path: str, passkey: int, timeout_s: float
-    ) -> None:
-        """Agent1.RequestConfirmation(device, passkey): numeric comparison."""
-        await self._ask(agent, "RequestConfirmation", "ou", [device_path, passkey], timeout_s)
-
     async def _ask(
         self, agent: Agent, member: str, signature: str, body: list[object], timeout_s: float
     ) -> Message:
