@@ -98,6 +98,7 @@ class Timing:
     resend_max_s: float = 4.0  # ... and at the latest after this long
     model_read_s: float = 3.0
     pair_s: float = 30.0  # Device1.Pair: connect, SMP, GATT discovery
+    subscribe_s: float = 5.0  # StartNotify / AcquireNotify
 
 
 class Reader:
@@ -665,7 +666,9 @@ class _Session:
             )
 
     async def _subscribe(self, stack: AsyncExitStack, bus: BluezBus, chars: JkChars) -> None:
-        call_s = self.bound(self.reader.timing.call_s)
+        # A CCCD write takes one ATT round trip; no answer for seconds means BlueZ is pairing
+        # (docs/bluez.md fact 16), and the read should get on with pairing itself.
+        call_s = self.bound(self.reader.timing.subscribe_s)
         self.collector.ended = False
         self.subscribing = True
         try:

@@ -29,7 +29,7 @@ from bluez_jk.sim.faults import make_fault
 from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
 from tests.realbluez.guest_boards import ADAPTERS, BOARDS, PAIRING
-from tests.realbluez.pairing import all_pairing, lost_bond
+from tests.realbluez.pairing import lost_bond
 from tests.realbluez.peer import PeerBms, host_controller
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
@@ -192,7 +192,7 @@ async def run_all(work: Path) -> None:
         (
             [gateway_scenario(gateway_s)],
             [*beside[0], *all_probes()],
-            [*beside[1], *all_pairing()],
+            beside[1],
         ),
         bluetoothd_restart,
         lost_bond,

@@ -155,7 +155,7 @@ async def run_tool(rig: Rig, *argv: str, timeout_s: float = 180.0) -> tuple[int,
 
 def read_timeout(rig: Rig) -> float:
     """A read's own deadline: emulated radios under TCG are slow, the simulator is not."""
-    return 45.0 if rig.kind == "real" else 10.0
+    return 45.0 if rig.kind == "real" else 15.0
 
 
 def fault_timeout(rig: Rig) -> float:
@@ -441,6 +441,9 @@ def standard(reads: int) -> list[Step]:
         peer_fault("jk5", "vanish", ("ConnectFailed", "DeviceNotFound", "Disconnected")),
         stuck_acquire,
     ]
+    from tests.realbluez.pairing import all_pairing  # noqa: PLC0415 - it imports this module
+
+    faults += all_pairing()
     return [
         scan,
         (hci0, hci1),

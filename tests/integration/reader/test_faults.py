@@ -49,7 +49,7 @@ PERSISTENT = [
     ("silent", "Timeout"),
     # BlueZ 5.66 pairs on its own when the CCCD write is refused; without an agent StartNotify
     # (auto's choice there) has no answer: a Timeout that names pairing (issue 12 pairs).
-    ("auth-required", "Timeout"),
+    ("auth-required", "AuthenticationRequired"),
 ]
 
 
