@@ -119,9 +119,22 @@ async def _foreign_start_notify(sim: SimHandle) -> MessageBus:
     return bus
 
 
-async def test_auto_falls_back_to_start_notify_and_remembers(
-    sim: SimHandle, reader: Reader
+async def test_auto_is_start_notify_before_bluez_5_84(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A failed AcquireNotify wedges BlueZ 5.66 (docs/bluez.md fact 16): auto never uses it."""
+    monkeypatch.setenv("BLUEZ_JK_BLUEZ_VERSION", "5.66")
+    reading = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5))
+    assert reading["error"] is None
+    modes = {e["mode"] for e in sim.log() if e["event"] == "notify_start"}
+    assert modes == {"start"}
+
+
+async def test_auto_falls_back_to_start_notify_and_remembers(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # From BlueZ 5.84 on, auto tries AcquireNotify first.
+    monkeypatch.setenv("BLUEZ_JK_BLUEZ_VERSION", "5.84")
     # The device must be known (GATT cached) for a foreign StartNotify to arm.
     assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
         "error"
