@@ -274,6 +274,10 @@ class Device:
     async def _connect(self, call: Call) -> None:
         self.events.record("connect_call", self.address, self.adapter_name, sender=call.sender)
         if self._connecting is not None:
+            # Before 5.81 a second Connect fails with the kernel's EALREADY text; the real-BlueZ
+            # tier's probe saw exactly this on 5.66 (docs/bluez.md section 8).
+            if self.bluez < (5, 81):
+                raise errors.already_in_progress()
             raise errors.in_progress()
         self._stop_temporary()  # a device that is connected to is no longer temporary
         if self.connected:

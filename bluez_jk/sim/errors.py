@@ -14,6 +14,11 @@ def in_progress() -> DBusError:
     return _bluez("InProgress", "In Progress")
 
 
+def already_in_progress() -> DBusError:
+    """A second Connect while one is pending, BlueZ before 5.81."""
+    return _bluez("Failed", "Operation already in progress")
+
+
 def discovery_in_progress() -> DBusError:
     """Only discovery uses this text (docs/bluez.md fact 1)."""
     return _bluez("InProgress", "Operation already in progress")

@@ -123,6 +123,26 @@ class Gateway:
         client.loop_start()
         self.client = client
 
+    async def paused_resources(self, names: list[str]) -> tuple[int, int]:
+        """fds and match rules with every device paused (cmd/pause): a read holds its rules
+        and lock file only while it runs, and with 4 BMS on 2 adapters one nearly always
+        runs. Resumed afterwards."""
+        assert self.client is not None
+        assert self.proc is not None
+        for name in names:
+            self.client.publish(f"bms/jk/{name}/cmd/pause", json.dumps({"minutes": 10}), qos=1)
+        # The read in flight ends within its timeout (60 s); then nothing may be held.
+        fds, rules = 1 << 30, 1 << 30
+        deadline = time.monotonic() + 75
+        while time.monotonic() < deadline:
+            fds, rules = await quiet_resources(self.proc.pid, 5)
+            if rules == 0:
+                fds, _ = await quiet_resources(self.proc.pid, 5)
+                break
+        for name in names:
+            self.client.publish(f"bms/jk/{name}/cmd/pause", json.dumps({"minutes": 0}), qos=1)
+        return fds, rules
+
     def counters(self) -> dict[str, tuple[int, int]]:
         return {
             name: (m["counters"]["attempts"], m["counters"]["successes"])
@@ -179,10 +199,10 @@ async def gateway_run(rig: Any, duration_s: int) -> Outcome:
     assert gw.proc is not None
     names = list(GATEWAY_BOARDS)
     first = await wait_until(lambda: all(gw.counters().get(n, (0, 0))[1] >= 1 for n in names), 180)
-    base_fds, base_rules = await quiet_resources(gw.proc.pid, 20)
+    base_fds, base_rules = await gw.paused_resources(names)
     start = gw.counters()
     await asyncio.sleep(duration_s)
-    end_fds, end_rules = await quiet_resources(gw.proc.pid, 20)
+    end_fds, end_rules = await gw.paused_resources(names)
     end = gw.counters()
     attempts = {n: end[n][0] - start[n][0] for n in names if n in end and n in start}
     successes = {n: end[n][1] - start[n][1] for n in names if n in end and n in start}

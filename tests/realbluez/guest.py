@@ -188,11 +188,11 @@ async def run_all(work: Path) -> None:
     assert isinstance(beside, tuple)
     steps: list[scenarios.Step] = [
         *first,
-        # The probes use the read series' board (jk7, hci3) once the series is done.
         (
             [gateway_scenario(gateway_s)],
-            [*beside[0], *all_probes()],
+            beside[0],
             beside[1],
+            [*all_probes(), *beside[2]],
         ),
         bluetoothd_restart,
         lost_bond,

@@ -19,6 +19,8 @@ BOARDS = {
     # Firmware >= 19.30: no subscription without a paired link.
     "jk8": DeviceSpec("C8:47:80:19:30:08", "hci4", "JK02_32S", "JK_PB2A16S20P"),
     "jk9": DeviceSpec("C8:47:80:19:30:09", "hci4", "JK02_32S", "JK_PB2A16S20P"),
+    # The single-call D-Bus probes.
+    "jk10": DeviceSpec("C8:47:80:10:10:10", "hci5", "JK02_24S", "JK-B2A24S15P"),
 }
 PAIRING = {"jk8": "justworks", "jk9": "passkey:246810"}
 PASSKEY = 246810

@@ -443,12 +443,11 @@ def standard(reads: int) -> list[Step]:
     ]
     from tests.realbluez.pairing import all_pairing  # noqa: PLC0415 - it imports this module
 
-    faults += all_pairing()
     return [
         scan,
         (hci0, hci1),
         parallel_adapters("jk1", "jk4", 3),
-        ([consecutive_reads("jk7", reads)], faults),
+        ([consecutive_reads("jk7", reads)], faults, all_pairing()),
     ]
 
 
