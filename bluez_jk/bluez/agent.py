@@ -19,7 +19,7 @@ from dbus_fast import Message, MessageType
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.paths import BLUEZ
 from bluez_jk.bluez.properties import DEVICE
-from bluez_jk.errors import JkError, PairingFailed
+from bluez_jk.errors import ConfigError, JkError, PairingFailed
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,14 @@ class Passkey:
 
     @classmethod
     def parse(cls, text: str) -> Passkey:
+        """The passkey a user typed: 1 to 6 digits (BLE sends it as a number).
+
+        Raises:
+            ConfigError: anything but 1 to 6 digits (the text is not repeated: it is secret).
+        """
         digits = text.strip()
         if not digits.isdigit() or len(digits) > 6:
-            raise ValueError("a passkey is 1 to 6 digits")
+            raise ConfigError("a passkey is 1 to 6 digits", key="passkey")
         return cls(int(digits))
 
 

@@ -37,17 +37,24 @@ def parse_version(text: str) -> BluezVersion | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def _runnable_candidates() -> list[str]:
+    return [path for path in _CANDIDATES if os.access(path, os.X_OK)]
+
+
 async def bluez_version() -> BluezVersion | None:
-    """The local bluetoothd's version, or None when it cannot be found or run."""
+    """The local bluetoothd's version, or None when it cannot be found or run.
+
+    Raises:
+        Nothing: a binary that is missing, fails or hangs counts as an unknown version.
+    """
     override = os.environ.get("BLUEZ_JK_BLUEZ_VERSION")
     if override:
         return parse_version(override)
     if _cached:
         return _cached[0]
     found: BluezVersion | None = None
-    for path in _CANDIDATES:
-        if not os.access(path, os.X_OK):
-            continue
+    # os.access looks at the disk: on a worker thread, off the loop.
+    for path in await asyncio.to_thread(_runnable_candidates):
         try:
             proc = await asyncio.create_subprocess_exec(
                 path,
