@@ -156,11 +156,13 @@ class AdapterLock:
     def __init__(self, adapter: str, timeout_s: float) -> None:
         self.adapter = adapter
         self.timeout_s = timeout_s
-        self.path = lock_path(adapter)
+        # Chosen on entry, on a worker thread: lock_dir() looks at the disk.
+        self.path: Path | None = None
         self._fd: int | None = None
 
     async def __aenter__(self) -> AdapterLock:
-        fd = await _open_off_the_loop(self.path)
+        path = self.path = await asyncio.to_thread(lock_path, self.adapter)
+        fd = await _open_off_the_loop(path)
         try:
             loop = asyncio.get_running_loop()
             give_up_at = loop.time() + self.timeout_s
@@ -173,7 +175,7 @@ class AdapterLock:
                         holder = await _holder_off_the_loop(fd)
                         raise Busy(
                             f"adapter {self.adapter} is in use by another process "
-                            f"({holder}lock {self.path}): while the gateway runs, "
+                            f"({holder}lock {path}): while the gateway runs, "
                             "ask it instead (jk-ble-read --via-mqtt)",
                             stage="lock",
                         ) from None
@@ -184,11 +186,11 @@ class AdapterLock:
         self._fd = fd
         try:
             # A write to the lock file: on a worker thread like its open.
-            await asyncio.to_thread(_record_holder, self.path)
+            await asyncio.to_thread(_record_holder, path)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        log.debug("lock acquired adapter=%s path=%s", self.adapter, self.path)
+        log.debug("lock acquired adapter=%s path=%s", self.adapter, path)
         return self
 
     async def __aexit__(
