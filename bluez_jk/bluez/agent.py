@@ -54,7 +54,7 @@ class Passkey:
             ConfigError: anything but 1 to 6 digits (the text is not repeated: it is secret).
         """
         digits = text.strip()
-        if not digits.isdigit() or len(digits) > 6:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 6:
             raise ConfigError("a passkey is 1 to 6 digits", key="passkey")
         return cls(int(digits))
 

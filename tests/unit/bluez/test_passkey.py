@@ -1,0 +1,25 @@
+"""A passkey typed by the user: accepted as 1 to 6 digits, refused with a ConfigError that
+never repeats what was typed, and never shown by repr or str."""
+
+from __future__ import annotations
+
+import pytest
+
+from bluez_jk.bluez.agent import Passkey
+from bluez_jk.errors import ConfigError
+
+
+def test_digits_are_a_passkey_that_never_shows() -> None:
+    passkey = Passkey.parse(" 012345\n")
+    assert passkey.value == 12345
+    assert "12345" not in repr(passkey)
+    assert "12345" not in str(passkey)
+
+
+@pytest.mark.parametrize("text", ["", "12a456", "1234567", "-12345", "１２３"])
+def test_anything_else_is_a_config_error_that_keeps_the_secret(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Passkey.parse(text)
+    assert info.value.key == "passkey"
+    if text.strip():
+        assert text.strip() not in info.value.message
