@@ -14,11 +14,11 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from bluez_jk.adapter_lock import AdapterLock
 from bluez_jk.bluez.adapter import discover_device, resolve_adapter
-from bluez_jk.bluez.agent import Passkey, pair_device
+from bluez_jk.bluez.agent import pair_device
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import (
     DeviceWatch,
@@ -58,7 +58,7 @@ from bluez_jk.errors import (
     Timeout,
 )
 from bluez_jk.hints import stage_timeout_message
-from bluez_jk.names import NotifyMode, NotifyModeSetting, device_path
+from bluez_jk.names import NotifyMode, NotifyModeSetting, PairingSetting, Passkey, device_path
 from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
@@ -79,8 +79,9 @@ class ReadRequest:
     # JK firmware >= 19.30 wants a bonded link: "auto" pairs when the link demands it,
     # "never" reports AuthenticationRequired instead. A passkey (secret, never shown) is what
     # the agent answers when BlueZ asks for one; with it the reader pairs before subscribing.
-    pairing: Literal["auto", "never"] = "auto"
+    pairing: PairingSetting = "auto"
     passkey: Passkey | None = field(default=None, repr=False)
+    pair: bool = False  # pair before subscribing even if the BMS has not asked (jk-ble-pair)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Timing:
     resend_max_s: float = 4.0  # ... and at the latest after this long
     model_read_s: float = 3.0
     pair_s: float = 30.0  # Device1.Pair: connect, SMP, GATT discovery
+    subscribe_s: float = 5.0  # StartNotify / AcquireNotify
 
 
 class Reader:
@@ -588,6 +590,7 @@ class _Session:
             return False
         return (
             pending in ("pair", "repair")
+            or self.req.pair
             or self.req.passkey is not None
             or self.req.address in self.reader._needs_pairing
         )
@@ -664,7 +667,9 @@ class _Session:
             )
 
     async def _subscribe(self, stack: AsyncExitStack, bus: BluezBus, chars: JkChars) -> None:
-        call_s = self.bound(self.reader.timing.call_s)
+        # A CCCD write takes one ATT round trip; no answer for seconds means BlueZ is pairing
+        # (docs/bluez.md fact 16), and the read should get on with pairing itself.
+        call_s = self.bound(self.reader.timing.subscribe_s)
         self.collector.ended = False
         self.subscribing = True
         try:

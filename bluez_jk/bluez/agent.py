@@ -12,14 +12,14 @@ import itertools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from dbus_fast import Message, MessageType
 
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.paths import BLUEZ
 from bluez_jk.bluez.properties import DEVICE
-from bluez_jk.errors import ConfigError, JkError, PairingFailed
+from bluez_jk.errors import JkError, PairingFailed
+from bluez_jk.names import Passkey
 
 log = logging.getLogger(__name__)
 
@@ -29,34 +29,6 @@ AGENT_MANAGER = "org.bluez.AgentManager1"
 # type it (RequestPasskey). KeyboardDisplay lets BlueZ choose either.
 CAPABILITY = "KeyboardDisplay"
 _serial = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Passkey:
-    """A 6-digit BLE passkey. Its repr and str never show the digits."""
-
-    value: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.value <= 999_999:
-            raise ValueError("a passkey has at most 6 digits")
-
-    def __repr__(self) -> str:
-        return "Passkey(******)"
-
-    __str__ = __repr__
-
-    @classmethod
-    def parse(cls, text: str) -> Passkey:
-        """The passkey a user typed: 1 to 6 digits (BLE sends it as a number).
-
-        Raises:
-            ConfigError: anything but 1 to 6 digits (the text is not repeated: it is secret).
-        """
-        digits = text.strip()
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 6:
-            raise ConfigError("a passkey is 1 to 6 digits", key="passkey")
-        return cls(int(digits))
 
 
 class _Agent:

@@ -219,4 +219,4 @@ async def keep_device(bus: BluezBus, path: str, timeout_s: float) -> None:
         stage="subscribe",
         timeout_s=timeout_s,
     )
-    log.warning("marked Trusted so that BlueZ keeps the wedged device path=%s", path)
+    log.info("marked Trusted (BlueZ keeps the device object) path=%s", path)

@@ -90,6 +90,14 @@ RULES: tuple[Rule, ...] = (
     Rule(_E + "NotSupported", AcquireRefused, member="AcquireNotify"),
     Rule(_D + "UnknownMethod", AcquireRefused, member="AcquireNotify"),
     Rule(_E + "InProgress", InProgress),
+    # A bonded BMS that lost its half of the bond: the encrypted connect is refused
+    # (docs/bluez.md fact 19); re-pairing cures it.
+    Rule(
+        _E + "Failed",
+        AuthenticationRequired,
+        member="Connect",
+        words=("permission denied", "key missing", "authentication failure"),
+    ),
     Rule(
         _E + "Failed",
         ConnectAborted,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 
 from bluez_jk.bluez.gatt import NotifyMode
 
@@ -37,40 +38,35 @@ def parse_version(text: str) -> BluezVersion | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _runnable_candidates() -> list[str]:
-    return [path for path in _CANDIDATES if os.access(path, os.X_OK)]
-
-
 async def bluez_version() -> BluezVersion | None:
-    """The local bluetoothd's version, or None when it cannot be found or run.
+    """The local bluetoothd's version, or None when it cannot be found or run (asked once per
+    process, on a worker thread: it starts a program).
 
     Raises:
-        Nothing: a binary that is missing, fails or hangs counts as an unknown version.
+        Nothing: every failure means "unknown".
     """
     override = os.environ.get("BLUEZ_JK_BLUEZ_VERSION")
     if override:
         return parse_version(override)
-    if _cached:
-        return _cached[0]
-    found: BluezVersion | None = None
-    # os.access looks at the disk: on a worker thread, off the loop.
-    for path in await asyncio.to_thread(_runnable_candidates):
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                path,
-                "--version",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            async with asyncio.timeout(5.0):
-                out, _ = await proc.communicate()
-        except (OSError, TimeoutError):
+    if not _cached:
+        _cached.append(await asyncio.to_thread(_ask_bluetoothd))
+    return _cached[0]
+
+
+def _ask_bluetoothd() -> BluezVersion | None:
+    for path in _CANDIDATES:
+        if not os.access(path, os.X_OK):
             continue
-        found = parse_version(out.decode(errors="replace"))
+        try:
+            done = subprocess.run(  # noqa: S603 - a fixed path, no shell
+                [path, "--version"], capture_output=True, text=True, timeout=5.0, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        found = parse_version(done.stdout)
         if found is not None:
-            break
-    _cached.append(found)
-    return found
+            return found
+    return None
 
 
 def default_notify_mode(version: BluezVersion | None) -> NotifyMode:

@@ -31,7 +31,7 @@ from bluez_jk.cli.jsonout import (
 )
 from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError, Stage
 from bluez_jk.gateway.config import load_config
-from bluez_jk.names import NotifyModeSetting
+from bluez_jk.names import NotifyModeSetting, PairingSetting, Passkey
 from bluez_jk.reader import Reader, ReadRequest
 from bluez_jk.reading import ProtocolName, Reading, error_reading
 
@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-timeout", type=positive_seconds, help="discovery, seconds (default 5)")
     p.add_argument("--protocol", choices=get_args(ProtocolName), help="skip detection")
     p.add_argument("--notify-mode", choices=get_args(NotifyModeSetting), default=None)
+    p.add_argument(
+        "--pairing",
+        choices=get_args(PairingSetting),
+        default=None,
+        help="auto (default): pair when the BMS demands it (JK firmware >= 19.30); never",
+    )
+    p.add_argument(
+        "--passkey-file",
+        help="file holding the BMS's pairing passkey ('-': stdin); never give it as an argument",
+    )
     p.add_argument("--config", type=Path, help="gateway config file (with --name)")
     p.add_argument("--name", help="device name in --config (also the name in the output)")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
@@ -62,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(p)
     return p
+
+
+def read_passkey(path: str) -> Passkey:
+    """The passkey from a file or stdin; a bad one is a ConfigError that never shows it."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}", key="passkey_file") from err
+    try:
+        return Passkey.parse(text)
+    except ValueError:
+        raise ConfigError(
+            f"{path} must hold 1 to 6 digits (the value is not shown)", key="passkey_file"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             "timeout_s": device.timeout_s,
             "scan_timeout_s": device.scan_timeout_s,
             "notify_mode": device.notify_mode,
+            "pairing": device.pairing,
+            "passkey": device.passkey,
         }
     elif args.via_mqtt:
         raise ConfigError("--via-mqtt needs --config and --name", key="config")
@@ -106,6 +132,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "timeout_s": args.timeout,
         "scan_timeout_s": args.scan_timeout,
         "notify_mode": args.notify_mode,
+        "pairing": args.pairing,
+        "passkey": read_passkey(args.passkey_file) if args.passkey_file else None,
     }
     values = {k: v for k, v in base.items() if k != "address" and v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from bluez_jk import __version__
-from bluez_jk.sim.devices import DeviceSpec, parse_device
+from bluez_jk.sim.devices import PAIRING_HELP, DeviceSpec, parse_device
 from bluez_jk.sim.faults import FAULT_HELP, Fault, parse_fault
 from bluez_jk.sim.server import Simulator
 from bluez_jk.sim.spawn import PrivateBus
@@ -23,10 +23,13 @@ DEFAULT_DEVICE = "C8:47:80:37:02:E8,adapter=hci0,protocol=JK02_32S,name=JK_PB2A1
 
 def _epilog() -> str:
     faults = "\n".join(f"  {name:<24} {text}" for name, text in FAULT_HELP.items())
+    pairing = "\n".join(f"  {name:<24} {text}" for name, text in PAIRING_HELP.items())
     timings = "\n".join(f"  {name:<6} {describe_timing(TIMINGS[name])}" for name in TIMINGS)
     return (
         f"faults (--fault NAME[:N][@MAC]; also at run time via org.bluezjk.Simulator1):\n"
-        f"{faults}\n\ntimings (--timing, default real):\n{timings}\n\n"
+        f"{faults}\n\ndevice option pairing= (agents, Pair, CancelPairing, ForgetBond: "
+        f'docs/simulator.md "Pairing"):\n{pairing}\n\n'
+        f"timings (--timing, default real):\n{timings}\n\n"
         "Devices, faults, timings and the control interface: docs/simulator.md.\n"
     )
 
@@ -47,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         action="append",
         default=[],
-        metavar="MAC[,adapter=hciN][,protocol=P][,name=N][,cells=N][,sw=X.Y][,layout=old|new]",
+        metavar="MAC[,adapter=hciN][,protocol=P][,name=N][,cells=N][,sw=X.Y][,layout=old|new]"
+        "[,pairing=none|justworks|passkey:NNNNNN|rejects]",
         help=f"an emulated BMS (repeatable; default: {DEFAULT_DEVICE})",
     )
     p.add_argument(

@@ -20,7 +20,7 @@ from typing import Any, cast, get_args
 
 from bluez_jk.control.policy import WRITABLES
 from bluez_jk.errors import ConfigError
-from bluez_jk.names import MAC_ADDRESS, NotifyModeSetting
+from bluez_jk.names import MAC_ADDRESS, NotifyModeSetting, PairingSetting, Passkey
 from bluez_jk.reading import ProtocolName
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -100,6 +100,10 @@ class DeviceConfig:
     notify_mode: NotifyModeSetting = "auto"
     keep_connected: bool = False
     control: ControlConfig = ControlConfig()
+    # JK firmware >= 19.30: "auto" pairs when the link demands it, "never" does not; the
+    # passkey (from `passkey` or `passkey_file`) is a secret: never in meta, logs or repr.
+    pairing: PairingSetting = "auto"
+    passkey: Passkey | None = dataclasses.field(default=None, repr=False)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> DeviceConfig:
         return dataclasses.replace(self, **dict(overrides))
@@ -108,6 +112,7 @@ class DeviceConfig:
         """The effective settings as published in `meta` (everything but the name)."""
         view = dataclasses.asdict(self)
         del view["name"]
+        view["passkey"] = self.passkey is not None  # whether one is set, never the digits
         return view
 
 
@@ -405,10 +410,50 @@ DEVICE_KEYS = (
     "notify_mode",
     "keep_connected",
     "control",
+    "pairing",
+    "passkey",
+    "passkey_file",
 )
 
 
-def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> DeviceConfig | None:
+def _parse_passkey(src: Mapping[str, Any], path: str, c: _Checker, base: Path) -> Passkey | None:
+    """`passkey` (digits) or `passkey_file` (a file holding them); the value never appears in
+    a problem message."""
+    raw, file = src.get("passkey"), src.get("passkey_file")
+    if raw is not None and file is not None:
+        c.fail(_join(path, "passkey_file"), "give passkey or passkey_file, not both")
+        return None
+    text: str | None = None
+    if raw is not None:
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            c.fail(_join(path, "passkey"), "must be 1 to 6 digits (a string or a number)")
+            return None
+        text = str(raw)
+    elif file is not None:
+        if not isinstance(file, str) or not file:
+            c.fail(_join(path, "passkey_file"), "must be a file name")
+            return None
+        try:
+            text = (base / file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            c.fail(_join(path, "passkey_file"), f"cannot read {base / file}: {err.strerror}")
+            return None
+        except UnicodeDecodeError:
+            c.fail(_join(path, "passkey_file"), f"{base / file} is not UTF-8 text")
+            return None
+    if text is None:
+        return None
+    try:
+        return Passkey.parse(text)
+    except ValueError:
+        key = "passkey" if raw is not None else "passkey_file"
+        c.fail(_join(path, key), "must be 1 to 6 digits (the value is not shown)")
+        return None
+
+
+def _parse_device(
+    raw: Any, path: str, c: _Checker, defaults: DeviceConfig, base: Path
+) -> DeviceConfig | None:
     src = c.obj(raw, path, DEVICE_KEYS)
     if src is None:
         return None
@@ -429,6 +474,8 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
         for key in ("poll_interval_s", "timeout_s", "scan_timeout_s")
         if src.get(key) is not None
     }
+    pairing = c.text(src, "pairing", path, None, check=_check_choice(get_args(PairingSetting)))
+    passkey = _parse_passkey(src, path, c, base)
     keep = src.get("keep_connected")
     keep_connected = c.boolean(src, "keep_connected", path, False) if keep is not None else False
     control = defaults.control
@@ -445,6 +492,8 @@ def _parse_device(raw: Any, path: str, c: _Checker, defaults: DeviceConfig) -> D
         notify_mode=cast(NotifyModeSetting, notify_mode or "auto"),
         keep_connected=keep_connected,
         control=control,
+        pairing=cast(PairingSetting, pairing or "auto"),
+        passkey=passkey,
         **numbers,
     )
 
@@ -521,7 +570,7 @@ def parse_config(
         c.fail("devices", "must be a non-empty array of devices")
     else:
         for index, item in enumerate(raw_devices):
-            device = _parse_device(item, f"devices[{index}]", c, defaults)
+            device = _parse_device(item, f"devices[{index}]", c, defaults, base)
             if device is not None:
                 devices.append(device)
     seen_names: dict[str, int] = {}

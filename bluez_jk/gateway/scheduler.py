@@ -82,6 +82,8 @@ def request_for(config: DeviceConfig) -> ReadRequest:
         timeout_s=config.timeout_s,
         scan_timeout_s=config.scan_timeout_s,
         notify_mode=config.notify_mode,
+        pairing=config.pairing,
+        passkey=config.passkey,
     )
 
 

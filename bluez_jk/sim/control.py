@@ -41,6 +41,7 @@ class Control:
             "DropLink": Method("s", "", self._drop_link, ("address",)),
             "AddDevice": Method("s", "", self._add_device, ("spec",)),
             "GetStats": Method("", "s", self._get_stats, (), ("json",)),
+            "ForgetBond": Method("s", "", self._forget_bond, ("address",)),
         }
         iface = Interface(
             CONTROL_IFACE, {"Timing": "s"}, lambda: {"Timing": self.sim.timing.name}, m
@@ -90,6 +91,10 @@ class Control:
             "exported": device.exported,
             "Connected": device.connected,
             "Trusted": device.trusted,
+            "Paired": device.paired,
+            "Bonded": device.bonded,
+            "bms_bond": device.bms_bond,
+            "pairing": device.spec.pairing,  # the mode only: the passkey stays secret
             "ServicesResolved": device.services_resolved,
             "Notifying": any(c.notifying for c in notify),
             "NotifyAcquired": any(c.held for c in notify),
@@ -121,6 +126,13 @@ class Control:
     async def _drop_link(self, call: Call) -> None:
         device = self._device(call.body[0])
         await device.link_down("org.bluez.Reason.Remote", "Connection terminated by remote user")
+
+    async def _forget_bond(self, call: Call) -> None:
+        """The BMS loses its half of the bond (reset, paired with another host); BlueZ keeps
+        its keys and only finds out at the next subscription."""
+        device = self._device(call.body[0])
+        device.bms_bond = False
+        self.sim.events.record("bond_forgotten", device.address, device.adapter_name)
 
     async def _add_device(self, call: Call) -> None:
         try:

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import Variant
+from dbus_fast import DBusError, Variant
 
 from bluez_jk.names import device_path
-from bluez_jk.sim import errors
-from bluez_jk.sim.devices import DeviceSpec
+from bluez_jk.sim import errors, pairing
+from bluez_jk.sim.agents import Agent
+from bluez_jk.sim.devices import PAIRING_REQUIRED, DeviceSpec
 from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method
 from bluez_jk.sim.gatt import GattDatabase, LayoutName, uuid128
 from bluez_jk.sim.jkbms import JkBms
@@ -46,6 +47,15 @@ class Device:
         self._disconnecting: asyncio.Future[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._resolving: asyncio.Task[None] | None = None
+        # The bond: BlueZ's side (Paired/Bonded, kept in its storage, i.e. in memory here) and
+        # whether the BMS still holds its half (ForgetBond drops it).
+        self.paired = False
+        self.bonded = False
+        self.bms_bond = False
+        self._pairing: asyncio.Task[None] | None = None
+        self._pair_requester: str | None = None
+        self._temporary: asyncio.Task[None] | None = None
+        self._removing = False
         self.rssi: int | None = None
         self._rssi_flip = False
         self.gatt: GattDatabase | None = None
@@ -71,6 +81,19 @@ class Device:
     def on_subscribed(self) -> None:
         self.bms.subscribed()
 
+    def pairing_refuses(self) -> bool:
+        """Does the BMS refuse a subscription on this link (Insufficient Authentication)?
+        A BMS that lost its half of the bond refuses as if never paired, and BlueZ's failed
+        encryption turns Paired false."""
+        if self.spec.pairing not in PAIRING_REQUIRED:
+            return False
+        if self.paired and self.bms_bond:
+            return False
+        if self.paired:
+            self.events.record("bond_lost", self.address, self.adapter_name)
+            self._set_bond(False)
+        return True
+
     def _notify(self, chunk: bytes) -> None:
         if self.gatt is None:
             return
@@ -94,6 +117,8 @@ class Device:
         m = {
             "Connect": Method("", "", self._connect),
             "Disconnect": Method("", "", self._disconnect),
+            "Pair": Method("", "", self._pair),
+            "CancelPairing": Method("", "", self._cancel_pairing),
         }
         iface = Interface(
             DEVICE_IFACE,
@@ -121,8 +146,9 @@ class Device:
             uuids = [uuid128(0xFFE0)]  # what the module advertises
         props: dict[str, Any] = {
             "Address": self.address, "AddressType": "public", "Name": self.spec.display_name,
-            "Alias": self.alias, "Paired": False, "Bonded": False, "Trusted": self.trusted,
-            "Blocked": False, "LegacyPairing": False, "CablePairing": False,
+            "Alias": self.alias, "Paired": self.paired, "Bonded": self.bonded,
+            "Trusted": self.trusted, "Blocked": False, "LegacyPairing": False,
+            "CablePairing": False,
             "Connected": self.connected, "UUIDs": uuids, "Adapter": self.adapter.path,
             "ManufacturerData": {_JK_COMPANY_ID: Variant("ay", b"\x88\xa0" + mac)},
             "ServicesResolved": self.services_resolved, "AdvertisingFlags": b"\x06",
@@ -185,17 +211,28 @@ class Device:
         if not self.connected and self._connecting is None:
             self.unexport()
             self.gatt = None
+            self.paired = self.bonded = False
 
     async def remove(self) -> None:
-        """Adapter1.RemoveDevice: disconnect first, then forget the device and its cache."""
+        """Adapter1.RemoveDevice: disconnect first, then forget the device, its cache and bond."""
         self.events.record("remove_device", self.address, self.adapter_name)
-        if self.connected or self._connecting is not None:
-            await self._disconnect_link()
-        # Only RemoveDevice cures a stale cache (docs/bluez.md fact 7).
-        self.faults.clear("stale-cache", self.address)
-        self.faults.clear("stale-cache", None)
-        self.unexport()
-        self.gatt = None
+        self._stop_temporary()
+        self._removing = True  # a pairing cancelled here must not schedule another removal
+        try:
+            if self._pairing is not None:
+                self._pairing.cancel()
+            if self.paired or self.bonded:
+                self._set_bond(False)
+                self.events.record("bond_removed", self.address, self.adapter_name, by="remove")
+            if self.connected or self._connecting is not None:
+                await self._disconnect_link()
+            # Only RemoveDevice cures a stale cache (docs/bluez.md fact 7).
+            self.faults.clear("stale-cache", self.address)
+            self.faults.clear("stale-cache", None)
+            self.unexport()
+            self.gatt = None
+        finally:
+            self._removing = False
 
     @property
     def advertising(self) -> bool:
@@ -238,6 +275,7 @@ class Device:
         self.events.record("connect_call", self.address, self.adapter_name, sender=call.sender)
         if self._connecting is not None:
             raise errors.in_progress()
+        self._stop_temporary()  # a device that is connected to is no longer temporary
         if self.connected:
             return
         if self.faults.fire("in-progress", self.address):
@@ -382,7 +420,123 @@ class Device:
     # ---- bus clients leaving ------------------------------------------------------------------
 
     def client_left(self, sender: str) -> None:
+        if self._pairing is not None and self._pair_requester == sender:
+            # create_bond_req_exit: the requester left before the bonding finished.
+            self._pairing.cancel()
+            self.world.spawn(self._disconnect_link())
         if self.gatt is None:
             return
         for char in self.gatt.characteristics:
             char.end_session(sender, reason="bus_left")
+
+    # ---- Pair ---------------------------------------------------------------------------------
+
+    def _set_bond(self, on: bool) -> None:
+        changed = [n for n, v in (("Paired", self.paired), ("Bonded", self.bonded)) if v != on]
+        self.paired = self.bonded = on
+        if changed:
+            self._changed(*changed)
+
+    def _stop_temporary(self) -> None:
+        if self._temporary is not None:
+            self._temporary.cancel()
+            self._temporary = None
+
+    async def _pair(self, call: Call) -> None:
+        """Device1.Pair (src/device.c pair_device): connects if needed, runs SMP with the
+        caller's agent (else the default, else none) and answers once services are resolved."""
+        self._stop_temporary()
+        if self._pairing is not None:
+            raise errors.in_progress()
+        if self.bonded:
+            raise errors.already_exists()
+        agent = self.world.agents.agent_for(call.sender)
+        self.events.record(
+            "pair_call", self.address, self.adapter_name, sender=call.sender,
+            capability=agent.capability if agent is not None else None,
+        )  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._bond(agent))
+        self._pairing = task
+        self._pair_requester = call.sender
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            self._pair_failed("canceled")
+            raise errors.authentication_canceled() from None
+        except DBusError as err:
+            self._pair_failed(err.type.rsplit(".", 1)[-1])
+            raise
+        finally:
+            if self._pairing is task:
+                self._pairing = None
+                self._pair_requester = None
+
+    async def _bond(self, agent: Agent | None) -> None:
+        brought_up = False
+        try:
+            if not self.connected:
+                brought_up = True
+                await self._link_for_pairing()
+            await pairing.exchange(
+                self.spec, self.world.agents, agent, self.path, self.world.timing
+            )
+            self._check_still_connected()
+        except BaseException:
+            if brought_up:
+                # The link existed only for the pairing: it goes once the pairing failed.
+                self.world.spawn(self._disconnect_link())
+            raise
+        self.bms_bond = True
+        self._set_bond(True)
+        self.events.record("paired", self.address, self.adapter_name)
+        # The reply waits for the services (device_bonding_complete -> device_browse_gatt).
+        if self._resolving is not None and not self.services_resolved:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._resolving)
+
+    def _check_still_connected(self) -> None:
+        if not self.connected:
+            raise errors.authentication_canceled()  # the link dropped: MGMT_STATUS_DISCONNECTED
+
+    async def _link_for_pairing(self) -> None:
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._establish())
+            task = self._connecting
+            try:
+                await asyncio.shield(task)
+            except DBusError:
+                raise errors.connection_attempt_failed() from None
+            finally:
+                if self._connecting is task:
+                    self._connecting = None
+            self._resolving = self.world.spawn(self._resolve())
+            return
+        try:
+            await asyncio.shield(self._connecting)  # someone's Connect is under way
+        except DBusError:
+            raise errors.connection_attempt_failed() from None
+
+    def _pair_failed(self, error: str) -> None:
+        self.events.record("pair_failed", self.address, self.adapter_name, error=error)
+        if not self.paired and not self.trusted and self.exported and not self._removing:
+            # device_bonding_complete: an untrusted device goes back to being temporary.
+            self._temporary = self.world.spawn(self._expire())
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(self.world.timing.temporary_s)
+        self._temporary = None
+        self.events.record("temporary_removed", self.address, self.adapter_name)
+        await self.remove()
+
+    async def _cancel_pairing(self, _call: Call) -> None:
+        """Device1.CancelPairing. With no pairing under way BlueZ removes the bond (!) and
+        answers DoesNotExist (src/device.c cancel_pairing)."""
+        if self._pairing is None:
+            if self.paired or self.bonded:
+                self._set_bond(False)
+                self.events.record("bond_removed", self.address, self.adapter_name, by="cancel")
+            raise errors.does_not_exist()
+        self.events.record("cancel_pairing", self.address, self.adapter_name)
+        self._pairing.cancel()

@@ -1,15 +1,28 @@
-"""`--device MAC[,adapter=hciN][,protocol=..][,name=..][,cells=N][,sw=..][,layout=old|new]`."""
+"""`--device MAC[,adapter=hciN][,protocol=..][,name=..][,cells=N][,sw=..][,layout=old|new]
+[,pairing=none|justworks|passkey:NNNNNN|rejects]`."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
 from bluez_jk.protocol.variants import ProtocolName
 from bluez_jk.sim.faults import normalize_mac
 
 Layout = Literal["old", "new"]
+PairingMode = Literal["none", "justworks", "passkey", "rejects"]
+# Modes in which the BMS refuses the CCCD write on a link that is not paired (19.30+ firmware).
+PAIRING_REQUIRED: frozenset[str] = frozenset({"justworks", "passkey", "rejects"})
+_PASSKEY = re.compile(r"^\d{6}$")
+# One line per mode, for `jk-ble-sim --help`.
+PAIRING_HELP: dict[str, str] = {
+    "none": "never requires pairing (default)",
+    "justworks": "refuses subscriptions until paired; pairs without a passkey",
+    "passkey:NNNNNN": "the same, but the agent must type this passkey (KeyboardOnly or "
+    "KeyboardDisplay); a wrong one fails AuthenticationFailed",
+    "rejects": "refuses subscriptions; Pair fails AuthenticationRejected",
+}
 
 _ADAPTER = re.compile(r"^hci\d{1,3}$")
 _PROTOCOLS: tuple[ProtocolName, ...] = ("JK02_24S", "JK02_32S", "JK04")
@@ -45,6 +58,9 @@ class DeviceSpec:
     cells: int = 16
     sw: str = ""
     layout: Layout = "old"
+    pairing: PairingMode = "none"
+    # The BMS's fixed passkey (pairing=passkey); a secret: kept out of repr and every message.
+    passkey: int | None = field(default=None, repr=False)
 
     @property
     def profile(self) -> Profile:
@@ -86,8 +102,22 @@ def parse_device(text: str) -> DeviceSpec:
             if value not in ("old", "new"):
                 raise ValueError("layout must be old or new")
             spec = replace(spec, layout=cast(Layout, value))
+        elif key == "pairing":
+            spec = _with_pairing(spec, value)
         else:
             raise ValueError(f"unknown device option {key!r}")
     if not 1 <= spec.cells <= spec.profile.max_cells:
         raise ValueError(f"cells must be 1..{spec.profile.max_cells} for {spec.protocol}")
     return spec
+
+
+def _with_pairing(spec: DeviceSpec, value: str) -> DeviceSpec:
+    """`none`, `justworks`, `rejects` or `passkey:NNNNNN`; errors never echo the value."""
+    mode, _, passkey = value.partition(":")
+    if mode == "passkey":
+        if not _PASSKEY.match(passkey):
+            raise ValueError("pairing=passkey needs 6 digits: pairing=passkey:NNNNNN")
+        return replace(spec, pairing="passkey", passkey=int(passkey))
+    if mode in ("none", "justworks", "rejects") and not passkey:
+        return replace(spec, pairing=cast(PairingMode, mode), passkey=None)
+    raise ValueError("pairing must be none, justworks, passkey:NNNNNN or rejects")

@@ -148,6 +148,16 @@ class Dispatcher:
         self.flush()
         self._signal(path, interface, member, signature, body)
 
+    async def call(self, msg: Message) -> Message | None:
+        """Call a client's object (an agent) and wait for its reply; queued signals go first."""
+        self.flush()
+        return await self._outbox.call(msg)
+
+    def send(self, msg: Message) -> None:
+        """A message of ours that expects no reply (Agent1.Cancel, Agent1.Release)."""
+        self.flush()
+        self._outbox.send(msg)
+
     def _signal(self, path: str, interface: str, member: str, sig: str, body: list[Any]) -> None:
         self._outbox.send(Message.new_signal(path, interface, member, sig, body))
 

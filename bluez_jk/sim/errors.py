@@ -81,6 +81,35 @@ def does_not_exist() -> DBusError:
     return _bluez("DoesNotExist", "Does Not Exist")
 
 
+def already_exists() -> DBusError:
+    """RegisterAgent from a sender that has one; Pair on a bonded device."""
+    return _bluez("AlreadyExists", "Already Exists")
+
+
+def authentication_failed() -> DBusError:
+    """Pair: SMP failed (wrong passkey, MITM not possible with the agent's capability)."""
+    return _bluez("AuthenticationFailed", "Authentication Failed")
+
+
+def authentication_canceled() -> DBusError:
+    """Pair: CancelPairing, or the link dropped while pairing."""
+    return _bluez("AuthenticationCanceled", "Authentication Canceled")
+
+
+def authentication_rejected() -> DBusError:
+    """Pair: the peer refused to pair."""
+    return _bluez("AuthenticationRejected", "Authentication Rejected")
+
+
+def authentication_timeout() -> DBusError:
+    return _bluez("AuthenticationTimeout", "Authentication Timeout")
+
+
+def connection_attempt_failed() -> DBusError:
+    """Pair could not bring the link up (new_authentication_return, MGMT_STATUS_CONNECT_FAILED)."""
+    return _bluez("ConnectionAttemptFailed", "Page Timeout")
+
+
 def att_error(code: int) -> DBusError:
     return _bluez("Failed", f"Operation failed with ATT error: 0x{code:02x}")
 

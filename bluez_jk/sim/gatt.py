@@ -55,6 +55,7 @@ class GattHost(Protocol):
     def mtu(self) -> int: ...
     def on_write(self, data: bytes) -> None: ...
     def on_subscribed(self) -> None: ...
+    def pairing_refuses(self) -> bool: ...
 
 
 @dataclass
@@ -291,12 +292,19 @@ class Characteristic:
 
     async def _refused_cccd(self) -> bool:
         """The BMS answers the CCCD write with Insufficient Authentication (the auth-required
-        fault). BlueZ then raises the link's security, i.e. pairs on its own; without an
-        agent that cannot finish, and the call has no answer until SMP gives up (30 s)."""
-        if not (self.host.link_up and self.host.faults.fire("auth-required", self.host.address)):
+        fault, or a `pairing` BMS on a link that is not paired). BlueZ then raises the link's
+        security, i.e. pairs on its own; without an agent that cannot finish, and the call has
+        no answer until SMP gives up (30 s)."""
+        if not self.host.link_up:
+            return False
+        if self.host.pairing_refuses():
+            why = "not_paired"
+        elif self.host.faults.fire("auth-required", self.host.address):
+            why = "fault"
+        else:
             return False
         self.host.events.record(
-            "cccd_refused", self.host.address, self.host.adapter_name, path=self.path
+            "cccd_refused", self.host.address, self.host.adapter_name, path=self.path, why=why
         )
         return True
 

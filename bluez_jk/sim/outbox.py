@@ -65,6 +65,13 @@ class Outbox:
         if on_sent is not None:
             future.add_done_callback(lambda _f: on_sent())
 
+    async def call(self, msg: Message) -> Message | None:
+        """A method call of ours (to an agent), sent after everything queued before it."""
+        if self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
+        self.sent += 1
+        return await self._bus.call(msg)
+
     async def _drain(self) -> None:
         while self._queue:
             while self._bus.connected and self._unread_bytes() >= self._high_water:

@@ -78,6 +78,7 @@ class Simulator:
         bus.add_message_handler(self._dispatcher.handle)
         self._dispatcher.name_lost.append(self._client_left)
         await self._call_daemon("AddMatch", "s", [_NAME_LOST_RULE])
+        self._dispatcher.add(self._world.agents.dbus_object())
         self.adapter("hci0")
         for spec in self.specs:
             self._add(spec)
@@ -99,6 +100,7 @@ class Simulator:
     ) -> None:
         world = self._world
         if world is not None:
+            world.agents.release_all()
             for device in self.devices.values():
                 device.bms.stop()
                 if device.gatt is not None:
@@ -204,6 +206,7 @@ class Simulator:
 
     def _client_left(self, unique_name: str) -> None:
         """BlueZ's disconnect watches: a client's discovery and notify sessions end with it."""
+        self.world.agents.client_left(unique_name)
         for adapter in self.adapters.values():
             adapter.end_session(unique_name, "bus_left")
         for device in self.devices.values():

@@ -22,16 +22,26 @@ class Timing:
     chunk_s: float  # between two notifications of one reply
     cell_period_s: float  # the BMS's cell-info stream period
     at_noise_s: float  # period of the module's "AT\r\n" noise under the junk fault
+    pair_s: float  # Pair: the SMP exchange once the link is up (agent time not included)
+    agent_timeout_s: float  # an agent that never answers: the pairing gives up
+    temporary_s: float  # a failed pairing's untrusted device is removed after this
     slow_chunk_s: float = 0.2  # the `slow` fault
 
 
 TIMINGS: dict[TimingName, Timing] = {
     # BlueZ and JK figures: docs/bluez.md 3.1/3.3 (2 s DISCONNECT_TIMER, 20 s kernel connect
     # timeout) and docs/protocol.md 3.2 (40-170 ms reply latency, ~0.5 s cell-info period).
-    "real": Timing("real", 0.15, 0.05, 0.4, 2.0, 20.0, 0.3, 1.0, 0.08, 0.006, 0.5, 0.2),
-    "fast": Timing("fast", 0.01, 0.005, 0.02, 0.05, 0.3, 0.03, 0.3, 0.01, 0.001, 0.15, 0.05),
+    # Pairing: SMP's 30 s timeout and bluetoothd's 30 s TemporaryTimeout (main.conf).
+    "real": Timing(
+        "real", 0.15, 0.05, 0.4, 2.0, 20.0, 0.3, 1.0, 0.08, 0.006, 0.5, 0.2, 0.3, 30.0, 30.0
+    ),
+    "fast": Timing(
+        "fast", 0.01, 0.005, 0.02, 0.05, 0.3, 0.03, 0.3, 0.01, 0.001, 0.15, 0.05, 0.01, 2.0, 0.0
+    ),
     # No artificial delays; the outbox still paces writes by the socket's fill level.
-    "zero": Timing("zero", 0.0, 0.0, 0.0, 0.0, 0.05, 0.0, 0.05, 0.0, 0.0, 0.05, 0.05, 0.0),
+    "zero": Timing(
+        "zero", 0.0, 0.0, 0.0, 0.0, 0.05, 0.0, 0.05, 0.0, 0.0, 0.05, 0.05, 0.0, 1.0, 0.0, 0.0
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""What adapters and devices share: the dispatcher, timing, faults, log and background tasks."""
+"""What adapters and devices share: the dispatcher, timing, faults, log, agents and background
+tasks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 
+from bluez_jk.sim.agents import AgentManager
 from bluez_jk.sim.dispatch import Dispatcher
 from bluez_jk.sim.eventlog import EventLog
 from bluez_jk.sim.faults import FaultSet
@@ -32,6 +34,7 @@ class World:
         self.faults = faults
         self.events = events
         self.tasks: set[asyncio.Task[None]] = set()
+        self.agents = AgentManager(dispatcher, events)
 
     def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(_logged(coro))

@@ -249,6 +249,7 @@ async def bluetoothd_restart(rig: Any) -> Outcome:
     finally:
         code = gw.stop()
     # The restart also clears what a failed AcquireNotify wedged (jk6, stuck_acquire).
+    await rig.wait_adapters()
     async with Reader() as reader:
         wedged = await reader.read(request(rig.bms["jk6"], timeout_s=read_timeout(rig)))
     ok = recovered and alive and code == 0 and wedged.get("error") is None

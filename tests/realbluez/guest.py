@@ -28,7 +28,8 @@ from dbus_fast.aio import MessageBus
 from bluez_jk.sim.faults import make_fault
 from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
-from tests.realbluez.guest_boards import ADAPTERS, BOARDS
+from tests.realbluez.guest_boards import ADAPTERS, BOARDS, PAIRING
+from tests.realbluez.pairing import lost_bond
 from tests.realbluez.peer import PeerBms, host_controller
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
@@ -93,7 +94,7 @@ class RealRig:
             host_controller(f"hci{index}", transport.source, transport.sink, self.link)
             await wait_for_adapter(f"hci{index}")
         for name, spec in BOARDS.items():
-            peer = PeerBms(spec, self.link)
+            peer = PeerBms(spec, self.link, pairing=PAIRING.get(name, "none"))
             await peer.start()
             self.peers[name] = peer
 
@@ -114,6 +115,16 @@ class RealRig:
 
     async def appear(self, address: str) -> None:
         await self.peer(address).appear()
+
+    async def forget_bond(self, address: str) -> None:
+        await self.peer(address).forget_bond()
+
+    async def wait_adapters(self) -> None:
+        for adapter in ADAPTERS:
+            await wait_for_adapter(adapter)
+
+    def pairings(self, address: str) -> int | None:
+        return self.peer(address).pairings
 
     def bluez_alive(self) -> bool:
         return self.daemons.bluetoothd is not None and self.daemons.bluetoothd.poll() is None
@@ -178,8 +189,13 @@ async def run_all(work: Path) -> None:
     steps: list[scenarios.Step] = [
         *first,
         # The probes use the read series' board (jk7, hci3) once the series is done.
-        ([gateway_scenario(gateway_s)], [*beside[0], *all_probes()], beside[1]),
+        (
+            [gateway_scenario(gateway_s)],
+            [*beside[0], *all_probes()],
+            beside[1],
+        ),
         bluetoothd_restart,
+        lost_bond,
     ]
 
     try:

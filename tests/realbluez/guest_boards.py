@@ -16,6 +16,11 @@ BOARDS = {
     "jk5": DeviceSpec("C8:47:80:55:00:05", "hci2", "JK02_32S", "JK_PB2A16S20P"),
     "jk6": DeviceSpec("C8:47:80:AA:BB:CC", "hci2", "JK02_32S", "JK_PB2A16S20P"),
     "jk7": DeviceSpec("C8:47:80:77:00:07", "hci3", "JK02_24S", "JK-B2A24S15P"),
+    # Firmware >= 19.30: no subscription without a paired link.
+    "jk8": DeviceSpec("C8:47:80:19:30:08", "hci4", "JK02_32S", "JK_PB2A16S20P"),
+    "jk9": DeviceSpec("C8:47:80:19:30:09", "hci4", "JK02_32S", "JK_PB2A16S20P"),
 }
+PAIRING = {"jk8": "justworks", "jk9": "passkey:246810"}
+PASSKEY = 246810
 GATEWAY_BOARDS = ("jk1", "jk2", "jk3", "jk4")
 ADAPTERS = sorted({spec.adapter for spec in BOARDS.values()})

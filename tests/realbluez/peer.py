@@ -31,6 +31,7 @@ from bumble.gatt import (
     Service,
 )
 from bumble.link import LocalLink
+from bumble.pairing import PairingConfig, PairingDelegate
 
 from bluez_jk.sim.devices import DeviceSpec
 from bluez_jk.sim.faults import FaultSet, make_fault
@@ -73,8 +74,13 @@ def _properties(spec: CharSpec) -> Characteristic.Properties:
 class PeerBms:
     """One JK-BMS board: its own bumble controller on `link`, advertising under its name."""
 
-    def __init__(self, spec: DeviceSpec, link: LocalLink, timing: str = "real") -> None:
+    def __init__(
+        self, spec: DeviceSpec, link: LocalLink, timing: str = "real", pairing: str = "none"
+    ) -> None:
         self.spec = spec
+        # none | justworks | passkey:NNNNNN: what JK firmware >= 19.30 asks of its central.
+        self.pairing = pairing
+        self.pairings = 0  # completed pairings (the tier counts re-pairs with it)
         self.faults = FaultSet()
         self.controller = Controller(f"bms-{spec.address}", link=link)
         self.device = Device.with_hci(
@@ -93,6 +99,25 @@ class PeerBms:
         self._pump: asyncio.Task[None] | None = None
         self._build_gatt()
         self.device.on("connection", self._on_connection)
+        if pairing != "none":
+            self.device.pairing_config_factory = self._pairing_config
+
+    def _pairing_config(self, _connection: Connection) -> PairingConfig:
+        if self.pairing.startswith("passkey:"):
+            # A board set up with a fixed passkey: it "displays" it, the central types it.
+            delegate = _FixedPasskey(int(self.pairing.split(":", 1)[1]))
+            return PairingConfig(sc=True, mitm=True, bonding=True, delegate=delegate)
+        return PairingConfig(
+            sc=True,
+            mitm=False,
+            bonding=True,
+            delegate=PairingDelegate(PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT),
+        )
+
+    async def forget_bond(self) -> None:
+        """The BMS loses its half of the bond (reset, or paired with another host)."""
+        if self.device.keystore is not None:
+            await self.device.keystore.delete_all()
 
     # ---- GATT ----------------------------------------------------------------------------
 
@@ -127,9 +152,12 @@ class PeerBms:
     def _read_cccd(self, _connection: Connection) -> bytes:
         return b"\x01\x00" if self.subscribed else b"\x00\x00"
 
-    def _write_cccd(self, _connection: Connection, value: bytes) -> None:
+    def _write_cccd(self, connection: Connection, value: bytes) -> None:
         self.cccd_writes += 1
         if self.faults.active("auth-required", self.spec.address):
+            raise ATT_Error(ErrorCode.INSUFFICIENT_AUTHENTICATION)
+        if self.pairing != "none" and not connection.is_encrypted:
+            # Firmware >= 19.30: no subscription on a link that is not paired (encrypted).
             raise ATT_Error(ErrorCode.INSUFFICIENT_AUTHENTICATION)
         on = len(value) >= 1 and bool(value[0] & 0x01)
         if on and not self.subscribed:
@@ -168,7 +196,11 @@ class PeerBms:
     def _on_connection(self, connection: Connection) -> None:
         self.connection = connection
         self.connections += 1
+        connection.on("pairing", lambda _keys: self._paired())
         connection.on("disconnection", lambda _reason: self._on_disconnection(connection))
+
+    def _paired(self) -> None:
+        self.pairings += 1
 
     def _on_disconnection(self, connection: Connection) -> None:
         if self.connection is connection:
@@ -232,6 +264,15 @@ class PeerBms:
     async def appear(self) -> None:
         self.advertising = True
         await self._advertise()
+
+
+class _FixedPasskey(PairingDelegate):
+    def __init__(self, passkey: int) -> None:
+        super().__init__(PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY)
+        self.passkey = passkey
+
+    async def generate_passkey(self) -> int:
+        return self.passkey
 
 
 def _fault(name: str, address: str) -> Any:

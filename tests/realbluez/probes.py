@@ -14,7 +14,16 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from tests.realbluez.scenarios import Bms, Outcome, Rig, labelled, system_bus
+from bluez_jk.reader import Reader
+from tests.realbluez.scenarios import (
+    Bms,
+    Outcome,
+    Rig,
+    labelled,
+    read_timeout,
+    request,
+    system_bus,
+)
 
 DEVICE = "org.bluez.Device1"
 CHAR = "org.bluez.GattCharacteristic1"
@@ -222,6 +231,9 @@ def probe_scenario(name: str) -> Any:
 
     async def run(rig: Rig) -> Outcome:
         bms = rig.bms["jk7"]  # its own adapter: the probes run beside the gateway
+        # A read first: BlueZ then knows the device and its GATT (as on a user's machine).
+        async with Reader() as reader:
+            await reader.read(request(bms, timeout_s=read_timeout(rig)))
         bus = await system_bus(rig)
         try:
             async with Probe(bus) as probe:

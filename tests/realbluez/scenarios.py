@@ -155,7 +155,7 @@ async def run_tool(rig: Rig, *argv: str, timeout_s: float = 180.0) -> tuple[int,
 
 def read_timeout(rig: Rig) -> float:
     """A read's own deadline: emulated radios under TCG are slow, the simulator is not."""
-    return 45.0 if rig.kind == "real" else 10.0
+    return 45.0 if rig.kind == "real" else 15.0
 
 
 def fault_timeout(rig: Rig) -> float:
@@ -169,15 +169,19 @@ def fault_timeout(rig: Rig) -> float:
 async def scan(rig: Rig) -> Outcome:
     """jk-ble-scan on every adapter a BMS is configured on: each BMS with name and RSSI."""
     seen: dict[str, dict[str, Any]] = {}
-    codes = []
-    for adapter in sorted({b.adapter for b in rig.bms.values()}):
-        code, out = await run_tool(
-            rig, "bluez_jk.cli.scan", "--adapter", adapter, "--duration", "5", "--jk-only"
+    # The simulator's devices each belong to one adapter; on the rig's single radio link every
+    # adapter hears every BMS, so one adapter is enough there.
+    adapters = sorted({b.adapter for b in rig.bms.values()}) if rig.kind == "sim" else ["hci0"]
+    results = await asyncio.gather(
+        *(
+            run_tool(rig, "bluez_jk.cli.scan", "--adapter", a, "--duration", "8", "--jk-only")
+            for a in adapters
         )
-        codes.append(code)
+    )
+    for _, out in results:
         seen.update({d["address"]: d for d in out.get("devices", [])})
-    code = max(codes)
-    out = {"devices": list(seen.values())}
+    code = max(code for code, _ in results)
+    out = {"devices": list(seen.values()), "errors": [o.get("error") for _, o in results]}
     missing = [b.name for b in rig.bms.values() if b.address not in seen]
     unnamed = [a for a, d in seen.items() if not d.get("name") or d.get("rssi") is None]
     ok = code == 0 and not missing and not unnamed
@@ -437,6 +441,9 @@ def standard(reads: int) -> list[Step]:
         peer_fault("jk5", "vanish", ("ConnectFailed", "DeviceNotFound", "Disconnected")),
         stuck_acquire,
     ]
+    from tests.realbluez.pairing import all_pairing  # noqa: PLC0415 - it imports this module
+
+    faults += all_pairing()
     return [
         scan,
         (hci0, hci1),

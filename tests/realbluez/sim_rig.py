@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from tests.fixtures.bluez import SimHandle
-from tests.realbluez.guest_boards import BOARDS
+from tests.realbluez.guest_boards import BOARDS, PAIRING
 from tests.realbluez.scenarios import Bms
 
 
@@ -25,8 +25,8 @@ class SimRig:
     def device_args() -> list[str]:
         return [
             f"{s.address},adapter={s.adapter},protocol={s.protocol},name={s.name},"
-            f"cells={s.cells},layout={s.layout}"
-            for s in BOARDS.values()
+            f"cells={s.cells},layout={s.layout},pairing={PAIRING.get(name, 'none')}"
+            for name, s in BOARDS.items()
         ]
 
     async def fault(self, name: str, address: str, on: bool) -> None:
@@ -39,6 +39,20 @@ class SimRig:
     async def vanish(self, address: str) -> None:
         await asyncio.to_thread(self.handle.set_fault, "not-advertising", None, address)
         await asyncio.to_thread(self.handle.drop_link, address)
+
+    async def forget_bond(self, address: str) -> None:
+        await asyncio.to_thread(self.handle.forget_bond, address)
+
+    def pairings(self, address: str) -> int | None:
+        return sum(
+            1 for e in self.handle.log() if e["event"] == "paired" and e["address"] == address
+        )
+
+    async def restart_bluez(self) -> None:
+        await asyncio.to_thread(self.handle.restart)
+
+    async def wait_adapters(self) -> None:
+        return None
 
     def bluez_alive(self) -> bool:
         return self.handle.proc is not None and self.handle.proc.poll() is None

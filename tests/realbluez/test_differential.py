@@ -16,7 +16,15 @@ import pytest
 
 from tests.fixtures.bluez import SimHandle
 from tests.realbluez import table, vm
-from tests.realbluez.labels import probe_labels, reads, real_labels, selected, standard_labels
+from tests.realbluez.labels import (
+    after_gateway_labels,
+    probe_labels,
+    reads,
+    real_labels,
+    selected,
+    standard_labels,
+)
+from tests.realbluez.pairing import lost_bond
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Outcome, run_steps, standard
 from tests.realbluez.sim_rig import SimRig
@@ -44,7 +52,7 @@ def sim_outcomes() -> dict[str, dict[str, Any]]:
         rig = SimRig(handle, tempfile.mkdtemp(prefix="bluez-jk-sim-locks-"))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DBUS_SYSTEM_BUS_ADDRESS", handle.bus_address)
-            asyncio.run(run_steps(rig, list(all_probes()), outcomes.append, only))
+            asyncio.run(run_steps(rig, [*all_probes(), lost_bond], outcomes.append, only))
     finally:
         handle.stop()
     table.RESULTS["sim"] = [json.loads(o.to_json()) for o in outcomes]
@@ -52,7 +60,7 @@ def sim_outcomes() -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("label", [*standard_labels(), *probe_labels()])
+@pytest.mark.parametrize("label", [*standard_labels(), *probe_labels(), *after_gateway_labels()])
 def test_on_the_simulator(sim_outcomes: dict[str, dict[str, Any]], label: str) -> None:
     if not selected(label):
         pytest.skip("not in REALBLUEZ_ONLY")
@@ -74,7 +82,7 @@ def test_no_unexplained_difference(
 ) -> None:
     real = {o["scenario"]: o for o in real_run.outcomes}
     differences = []
-    for label in [*standard_labels(), *probe_labels()]:
+    for label in [*standard_labels(), *probe_labels(), *after_gateway_labels()]:
         if not selected(label) or label not in real or label not in sim_outcomes:
             continue
         if label in table.KNOWN_DIFFERENCES:

@@ -161,6 +161,7 @@ def _wait_booted(work: Path, proc: subprocess.Popen[bytes], within_s: float) -> 
 def run(work: Path, env: dict[str, str], deadline_s: float) -> Run:
     """Boot, run every scenario, collect. Never raises for a failed guest: `Run` says."""
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # the gateway runs as an unprivileged user and reads its config here
     t0 = time.monotonic()
     accel = choose_accel()
     proc = None

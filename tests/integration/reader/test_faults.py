@@ -47,9 +47,8 @@ PERSISTENT = [
     ("drop-mid-frame", "Disconnected"),
     ("bad-crc", "ProtocolError"),
     ("silent", "Timeout"),
-    # BlueZ 5.66 pairs on its own when the CCCD write is refused; StartNotify (auto's choice
-    # there) then has no answer: AuthenticationRequired, naming pairing (the reader's
-    # _unanswered_subscription).
+    # BlueZ 5.66 pairs on its own when the CCCD write is refused; without an agent StartNotify
+    # (auto's choice there) has no answer: a Timeout that names pairing (issue 12 pairs).
     ("auth-required", "AuthenticationRequired"),
 ]
 

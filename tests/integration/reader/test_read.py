@@ -119,36 +119,43 @@ async def _foreign_start_notify(sim: SimHandle) -> MessageBus:
     return bus
 
 
-async def test_auto_falls_back_to_start_notify_and_remembers(
-    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+async def test_auto_is_start_notify_before_bluez_5_84(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # auto tries AcquireNotify first only where BlueZ answers a failed one (5.84 on,
-    # bluez/version.py); before that auto is StartNotify from the start.
+    """A failed AcquireNotify wedges BlueZ 5.66 (docs/bluez.md fact 16): auto never uses it."""
+    monkeypatch.setenv("BLUEZ_JK_BLUEZ_VERSION", "5.66")
+    reading = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5))
+    assert reading["error"] is None
+    modes = {e["mode"] for e in sim.log() if e["event"] == "notify_start"}
+    assert modes == {"start"}
+
+
+async def test_auto_falls_back_to_start_notify_and_remembers(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # From BlueZ 5.84 on, auto tries AcquireNotify first.
     monkeypatch.setenv("BLUEZ_JK_BLUEZ_VERSION", "5.84")
-    sim = sim_factory(bluez="5.84")
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
-    async with Reader(timing=FAST) as reader:
-        # The device must be known (GATT cached) for a foreign StartNotify to arm.
-        assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
-            "error"
-        ] is None
-        foreign = await _foreign_start_notify(sim)
-        sim.clear_log()
-        try:
-            reading = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5))
-        finally:
-            foreign.disconnect()
-        assert reading["error"] is None
-        assert reader.notify_mode(ADDRESS) == "start"
-        bus = reader._bus
-        sim.clear_log()
-        assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
-            "error"
-        ] is None
-        modes = [e["mode"] for e in sim.log() if e["event"] == "notify_start"]
-        assert modes == ["start"]  # straight to the remembered mode, no AcquireNotify attempt
-        assert reader._bus is bus  # one bus connection for every read of a Reader
-        await assert_reader_clean(sim, reader)
+    # The device must be known (GATT cached) for a foreign StartNotify to arm.
+    assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
+        "error"
+    ] is None
+    foreign = await _foreign_start_notify(sim)
+    sim.clear_log()
+    try:
+        reading = await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5))
+    finally:
+        foreign.disconnect()
+    assert reading["error"] is None
+    assert reader.notify_mode(ADDRESS) == "start"
+    bus = reader._bus
+    sim.clear_log()
+    assert (await reader.read(ReadRequest(name="jk1", address=ADDRESS, timeout_s=5)))[
+        "error"
+    ] is None
+    modes = [e["mode"] for e in sim.log() if e["event"] == "notify_start"]
+    assert modes == ["start"]  # straight to the remembered mode, no AcquireNotify attempt
+    assert reader._bus is bus  # one bus connection for every read of a Reader
+    await assert_reader_clean(sim, reader)
 
 
 async def test_capture_gets_every_chunk_and_decodes_back(sim: SimHandle, reader: Reader) -> None:

@@ -69,3 +69,24 @@ def test_device_options() -> None:
 def test_bad_devices_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         parse_device(text)
+
+
+def test_pairing_option() -> None:
+    assert parse_device("C8:47:80:11:22:33").pairing == "none"
+    assert parse_device("C8:47:80:11:22:33,pairing=justworks").pairing == "justworks"
+    assert parse_device("C8:47:80:11:22:33,pairing=rejects").passkey is None
+    spec = parse_device("C8:47:80:11:22:33,pairing=passkey:012345")
+    assert (spec.pairing, spec.passkey) == ("passkey", 12345)
+    assert "012345" not in repr(spec)
+    assert "12345" not in repr(spec)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["passkey", "passkey:12345", "passkey:1234567", "passkey:12345a", "justworks:123456", "pin"],
+)
+def test_bad_pairing_is_refused_without_echoing_it(value: str) -> None:
+    with pytest.raises(ValueError, match="pairing") as err:
+        parse_device(f"C8:47:80:11:22:33,pairing={value}")
+    digits = value.partition(":")[2]
+    assert not digits or digits not in str(err.value)

@@ -1,0 +1,135 @@
+"""Pairing scenarios (JK firmware >= 19.30 wants a bonded link): the reader pairs through its
+own agent, a wrong passkey fails with the reason, a lost bond is re-paired once, a bond is
+used without pairing again."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bluez_jk.bluez.agent import Passkey
+from bluez_jk.reader import Reader
+from tests.realbluez.guest_boards import PASSKEY
+from tests.realbluez.scenarios import (
+    Outcome,
+    Rig,
+    error_of,
+    labelled,
+    read_timeout,
+    request,
+    settle_leftovers,
+    system_bus,
+)
+
+
+def _pairings(rig: Rig, address: str) -> int | None:
+    counter = getattr(rig, "pairings", None)
+    return counter(address) if counter is not None else None
+
+
+async def _left(rig: Rig, address: str) -> list[str]:
+    bus = await system_bus(rig)
+    try:
+        return await settle_leftovers(bus, address)
+    finally:
+        bus.disconnect()
+
+
+async def just_works(rig: Rig) -> Outcome:
+    """A BMS that pairs "just works": the first read pairs, 20 more use the bond."""
+    bms = rig.bms["jk8"]
+    t0 = time.monotonic()
+    async with Reader() as reader:
+        first = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+        after_first = _pairings(rig, bms.address)
+        failures = []
+        for _ in range(20):
+            reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+            if reading.get("error") is not None or reading.get("paired") is not True:
+                failures.append(error_of(reading))
+    pairings = _pairings(rig, bms.address)
+    left = await _left(rig, bms.address)
+    ok = first.get("error") is None and first.get("paired") is True and not failures
+    ok = ok and (pairings is None or pairings == after_first == 1) and not left
+    summary = (
+        f"first read {error_of(first)} paired={first.get('paired')}; 20 bonded reads: "
+        f"{20 - len(failures)} ok; pairings seen by the BMS: {pairings}"
+    )
+    return Outcome(label_of_just_works, ok, summary, time.monotonic() - t0, {"failures": failures})
+
+
+async def passkey(rig: Rig) -> Outcome:
+    """Passkey entry: a wrong passkey is PairingFailed with the hint, the right one reads."""
+    bms = rig.bms["jk9"]
+    timeout = read_timeout(rig)
+    t0 = time.monotonic()
+    async with Reader() as reader:
+        wrong = await reader.read(request(bms, timeout_s=timeout, passkey=Passkey(111111)))
+        took_wrong = time.monotonic() - t0
+        right = await reader.read(request(bms, timeout_s=timeout, passkey=Passkey(PASSKEY)))
+    err: dict[str, Any] = wrong.get("error") or {}
+    secret_shown = any(str(v) in str(r) for r in (wrong, right) for v in (111111, PASSKEY))
+    ok = (
+        err.get("type") == "PairingFailed"
+        and "bluetoothctl remove" in err.get("message", "")
+        and took_wrong <= timeout + 6
+        and right.get("error") is None
+        and right.get("paired") is True
+        and not secret_shown
+    )
+    summary = (
+        f"wrong passkey: {error_of(wrong)} in {took_wrong:.1f} s; right passkey: "
+        f"{error_of(right)} paired={right.get('paired')}"
+    )
+    return Outcome(label_of_passkey, ok, summary, time.monotonic() - t0, {"wrong": err})
+
+
+async def lost_bond(rig: Rig) -> Outcome:
+    """The BMS forgets the bond: the next read re-pairs once and completes.
+
+    On the rig, bluetoothd 5.66 crashes on that first connect (docs/bluez.md fact 19): the
+    scenario then restarts it, as systemd's Restart= or a user would, and reads again."""
+    bms = rig.bms["jk8"]
+    forget = getattr(rig, "forget_bond", None)
+    if forget is None:
+        return Outcome(label_of_lost_bond, False, "this rig cannot make the BMS forget")
+    before = _pairings(rig, bms.address)
+    await forget(bms.address)
+    t0 = time.monotonic()
+    notes = []
+    async with Reader() as reader:
+        reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+    notes.append(f"first read {error_of(reading)}")
+    if not rig.bluez_alive():
+        notes.append("bluetoothd crashed")
+        await rig.restart_bluez()  # type: ignore[attr-defined]
+        await wait_alive(rig)
+        async with Reader() as reader:
+            reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
+        notes.append(f"after the restart {error_of(reading)}")
+    took = time.monotonic() - t0
+    after = _pairings(rig, bms.address)
+    repaired = None if before is None or after is None else after - before
+    ok = reading.get("error") is None and (repaired is None or repaired == 1)
+    summary = "; ".join(notes) + f"; pairings: {repaired}"
+    return Outcome(label_of_lost_bond, ok, summary, took, {"error": reading.get("error")})
+
+
+async def wait_alive(rig: Rig) -> None:
+    """bluetoothd is back and has its adapters again."""
+    waiter = getattr(rig, "wait_adapters", None)
+    if waiter is not None:
+        await waiter()
+
+
+label_of_just_works = "pairing: just works, then 20 reads on the bond (jk8)"
+label_of_passkey = "pairing: wrong passkey, then the right one (jk9)"
+label_of_lost_bond = "pairing: the BMS forgot the bond, one re-pair (jk8)"
+labelled(label_of_just_works, just_works)
+labelled(label_of_passkey, passkey)
+labelled(label_of_lost_bond, lost_bond)
+
+
+def all_pairing() -> list[Any]:
+    """What runs beside the gateway; `lost_bond` runs after it (it crashes bluetoothd 5.66)."""
+    return [just_works, passkey]
