@@ -101,6 +101,20 @@ def _record_holder(path: Path) -> None:
             os.close(fd)
 
 
+def _holder_of_own_fd(fd: int) -> str:
+    try:
+        return lock_holder(fd)
+    finally:
+        os.close(fd)
+
+
+async def _holder_off_the_loop(fd: int) -> str:
+    """`lock_holder` on a worker thread (/proc/locks and /proc/PID are files). The thread gets
+    its own duplicate of `fd`, so a caller cancelled meanwhile may close its fd at once without
+    the thread reading whatever file reuses that number."""
+    return await asyncio.to_thread(_holder_of_own_fd, os.dup(fd))
+
+
 def _process_owner(pid: str) -> str:
     text = ""
     with contextlib.suppress(OSError):
@@ -142,11 +156,13 @@ class AdapterLock:
     def __init__(self, adapter: str, timeout_s: float) -> None:
         self.adapter = adapter
         self.timeout_s = timeout_s
-        self.path = lock_path(adapter)
+        # Chosen on entry, on a worker thread: lock_dir() looks at the disk.
+        self.path: Path | None = None
         self._fd: int | None = None
 
     async def __aenter__(self) -> AdapterLock:
-        fd = await _open_off_the_loop(self.path)
+        path = self.path = await asyncio.to_thread(lock_path, self.adapter)
+        fd = await _open_off_the_loop(path)
         try:
             loop = asyncio.get_running_loop()
             give_up_at = loop.time() + self.timeout_s
@@ -156,9 +172,10 @@ class AdapterLock:
                     break
                 except BlockingIOError:
                     if loop.time() >= give_up_at:
+                        holder = await _holder_off_the_loop(fd)
                         raise Busy(
                             f"adapter {self.adapter} is in use by another process "
-                            f"({lock_holder(fd)}lock {self.path}): while the gateway runs, "
+                            f"({holder}lock {path}): while the gateway runs, "
                             "ask it instead (jk-ble-read --via-mqtt)",
                             stage="lock",
                         ) from None
@@ -167,8 +184,13 @@ class AdapterLock:
             os.close(fd)
             raise
         self._fd = fd
-        _record_holder(self.path)
-        log.debug("lock acquired adapter=%s path=%s", self.adapter, self.path)
+        try:
+            # A write to the lock file: on a worker thread like its open.
+            await asyncio.to_thread(_record_holder, path)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        log.debug("lock acquired adapter=%s path=%s", self.adapter, path)
         return self
 
     async def __aexit__(

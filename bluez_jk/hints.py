@@ -12,7 +12,8 @@ from bluez_jk.bluez.errors import CONNECT_HINT
 
 
 def stage_timeout_message(stage: str, within: str, adapter: str | None) -> str:
-    """`within` reads like "within 20.0 s"."""
+    """`within` reads like "within 20.0 s". For stage "lock" this reads the lock file and
+    /proc/locks: call it on a worker thread, not on the event loop."""
     if stage == "connect":
         return f"connect did not complete {within}: {CONNECT_HINT}"
     if stage == "lock":

@@ -48,6 +48,7 @@ class Passkey:
     @classmethod
     def parse(cls, text: str) -> Passkey:
         digits = text.strip()
-        if not digits.isdigit() or len(digits) > 6:
+        # ASCII only: int() would also take other scripts' digits ("\uff11" is 1).
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 6:
             raise ValueError("a passkey is 1 to 6 digits")
         return cls(int(digits))

@@ -356,7 +356,8 @@ class _Session:
             async with asyncio.timeout_at(self.deadline) as self._timeout:
                 await self._run()
         except TimeoutError:
-            err = self._deadline_error()
+            # On a worker thread: a lock timeout names the lock's holder from /proc/locks.
+            err = await asyncio.to_thread(self._deadline_error)
             if isinstance(err, NotifyStuck):
                 await self._keep_wedged(self.bus, self.adapter_obj)
             raise err from None

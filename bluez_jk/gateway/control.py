@@ -239,15 +239,27 @@ class ControlService:
             "after": result["after"],
             "frame": result["frame"],
         }
-        self.audit.append(record, durable=outcome in WRITE_OUTCOMES)
-        link = gateway.links[name]
-        link.publish(gateway.topic(name, "audit"), _compact(record), answer=True)
-        link.publish(gateway.topic(name, "cmd/set/result"), _compact(result), answer=True)
         log.info("cmd/set device=%s source=%s outcome=%s reason=%s", name, source, outcome,
                  result["reason"])  # fmt: skip
+        # The audit line waits on the disk (an fsync for a write that went out): on a worker
+        # thread, in order with the other state_dir writes. The answers follow it, so a result
+        # is never out before its audit record is on disk.
+        gateway.in_store_order(self._record(name, record, result, outcome in WRITE_OUTCOMES))
+
+    async def _record(
+        self, name: str, record: dict[str, Any], result: dict[str, Any], durable: bool
+    ) -> None:
+        gateway = self.gateway
+        try:
+            await asyncio.to_thread(self.audit.append, record, durable=durable)
+        finally:  # answered even if this task is cancelled: the sender waits for a result
+            link = gateway.links[name]
+            link.publish(gateway.topic(name, "audit"), _compact(record), answer=True)
+            link.publish(gateway.topic(name, "cmd/set/result"), _compact(result), answer=True)
 
     async def close(self, timeout_s: float) -> None:
-        """Cancel writes in flight (their sessions clean up and are audited as failed)."""
+        """Cancel writes in flight (their sessions clean up and are audited as failed; the
+        audit lines and answers are written by `Gateway.settled`'s tasks)."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -247,7 +247,7 @@ class Gateway:
             self._save_discovery(name, list(configs))
 
     def _save_discovery(self, name: str, topics: list[str]) -> None:
-        self._in_store_order(self._write_discovery(name, topics))
+        self.in_store_order(self._write_discovery(name, topics))
 
     async def _write_discovery(self, name: str, topics: list[str]) -> None:
         try:
@@ -255,7 +255,10 @@ class Gateway:
         except OSError as err:
             log.warning("state not saved (discovery) error=%s", err)
 
-    def _in_store_order(self, job: Coroutine[Any, Any, None]) -> None:
+    def in_store_order(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run `job` after every state_dir write asked for before it (state file, audit
+        trail); `settled` waits for it."""
+
         async def serialised() -> None:
             async with self._store_lock:
                 await job
@@ -305,7 +308,7 @@ class Gateway:
                 coalesced = not self.scheduler.request_read(name)
                 log.info("cmd/read device=%s coalesced=%s", name, coalesced)
             elif command == "cmd/config":
-                self._in_store_order(self._config_command(name, payload))
+                self.in_store_order(self._config_command(name, payload))
             elif command == "cmd/pause":
                 self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
             elif command == "cmd/set":

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bluez_jk.gateway.service import COMMAND_RATE_PER_S
 from bluez_jk.protocol import REGISTERS
 from tests.fixtures.bluez import SimHandle
 from tests.fixtures.mqtt import Broker, MqttProbe
@@ -129,6 +131,9 @@ def test_enabled_writes_are_verified_bounded_and_audited(
     assert [json.loads(line)["outcome"] for line in lines] == outcomes
 
 
+PACE_S = 1.2 / COMMAND_RATE_PER_S
+
+
 def fuzzed_payloads(seed: int, count: int) -> list[bytes]:
     """Junk, near-misses and valid-looking requests, reproducible from `seed`."""
     rng = random.Random(seed)
@@ -164,6 +169,9 @@ def test_fuzzed_requests_never_crash_the_gateway_or_write_invalid_values(
         wait_online(probe, ["jk1"], b"true")
         for payload in payloads:
             probe.publish(SET, payload)
+            # Within the gateway's command rate (more is dropped unanswered, by design): every
+            # request must get its result here.
+            time.sleep(PACE_S)
         probe.wait_for(lambda _m: len(probe.on_topic(RESULT)) >= len(payloads), timeout_s=60)
         results = [m.json() for m in probe.on_topic(RESULT)]
         assert gateway.alive()

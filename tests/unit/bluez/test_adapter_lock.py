@@ -96,6 +96,20 @@ def test_the_group_only_directory_is_preferred(
     assert lock_path("hci0") == preferred / "bluez-jk-hci0.lock"
 
 
+async def test_the_lock_directory_is_looked_up_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without BLUEZ_JK_LOCK_DIR (as installed), lock_dir() stats /run/bluez-jk: the blocking
+    # guard fails this test if that happens on the loop.
+    monkeypatch.delenv("BLUEZ_JK_LOCK_DIR")
+    preferred = tmp_path / "run-bluez-jk"
+    preferred.mkdir()
+    monkeypatch.setattr(adapter_lock, "PREFERRED_LOCK_DIR", preferred)
+    lock = AdapterLock("hci0", timeout_s=1)
+    async with lock:
+        assert lock.path == preferred / "bluez-jk-hci0.lock"
+
+
 async def test_busy_names_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "bluez-jk-hci0.lock"
     path.touch()

@@ -144,7 +144,9 @@ async def test_watchdog_fed_only_while_the_scheduler_makes_progress(
         },
         base_dir=tmp_path,  # Path.cwd() would be a blocking call on the loop
     )
-    gateway = Gateway(config, reader, clock=clock, notifier=Notifier(str(tmp_path / "n.sock")))
+    notifier = Notifier(str(tmp_path / "n.sock"))
+    # On a worker thread, as the CLI does: it reads its state file.
+    gateway = await asyncio.to_thread(Gateway, config, reader, clock=clock, notifier=notifier)
 
     def drain() -> list[bytes]:
         got = []

@@ -78,6 +78,12 @@ def make_gateway(
     return gateway
 
 
+async def gateway_for(*args: Any, **kwargs: Any) -> Gateway:
+    """`make_gateway` from a test on the loop: the Gateway reads its state file, so it is
+    built on a worker thread as the CLI does."""
+    return await asyncio.to_thread(make_gateway, *args, **kwargs)
+
+
 def published(gateway: Gateway, leaf: str) -> list[dict[str, Any]]:
     link = gateway.links["jk1"]
     queued = [*link._queue, *link._answers]  # readings first, command answers beside them
@@ -90,10 +96,10 @@ def audit_lines(state_dir: Path) -> list[dict[str, Any]]:
 
 
 async def settle(gateway: Gateway) -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-        if not gateway.control._tasks:
-            return
+    """Writes done, then their audit lines on disk and their answers queued."""
+    if gateway.control._tasks:
+        await asyncio.wait(gateway.control._tasks, timeout=10)
+    await gateway.settled()
 
 
 ENABLED = {"enabled": True, "allow": ["charging", "discharging", "max_charge_current"]}
@@ -101,7 +107,7 @@ ENABLED = {"enabled": True, "allow": ["charging", "discharging", "max_charge_cur
 
 async def test_control_is_off_by_default_and_refuses_everything(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, None, writer)
+    gateway = await gateway_for(tmp_path, None, writer)
     assert "b/jk/jk1/cmd/set" in gateway.links["jk1"].subscriptions
     for payload in (b'{"charging": false}', b'{"charging": true, "dry_run": true}', b"junk"):
         gateway.handle_message("b/jk/jk1/cmd/set", payload)
@@ -120,7 +126,7 @@ async def test_control_is_off_by_default_and_refuses_everything(tmp_path: Path) 
 
 async def test_enabled_and_allowed_write_is_verified_and_published(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway = await gateway_for(tmp_path, ENABLED, writer)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
     assert gateway.control.writing == {"jk1"}
     await settle(gateway)
@@ -141,7 +147,7 @@ async def test_enabled_and_allowed_write_is_verified_and_published(tmp_path: Pat
 
 
 async def test_a_write_the_bms_ignores_is_not_verified(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path, ENABLED, FakeWriter(apply=False))
+    gateway = await gateway_for(tmp_path, ENABLED, FakeWriter(apply=False))
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
     await settle(gateway)
     (result,) = published(gateway, "cmd/set/result")
@@ -163,7 +169,7 @@ async def test_refusals_name_their_reason_and_write_nothing(
     tmp_path: Path, payload: bytes, reason: str
 ) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway = await gateway_for(tmp_path, ENABLED, writer)
     gateway.handle_message("b/jk/jk1/cmd/set", payload)
     await settle(gateway)
     assert [r["reason"] for r in published(gateway, "cmd/set/result")] == [reason]
@@ -172,7 +178,7 @@ async def test_refusals_name_their_reason_and_write_nothing(
 
 async def test_stale_or_missing_data_is_refused(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, {**ENABLED, "max_age_s": 30}, writer)
+    gateway = await gateway_for(tmp_path, {**ENABLED, "max_age_s": 30}, writer)
     state = gateway.scheduler.devices["jk1"]
     state.last_success = time.time() - 31
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
@@ -185,23 +191,25 @@ async def test_stale_or_missing_data_is_refused(tmp_path: Path) -> None:
 
 async def test_busy_paused_and_keep_connected_are_refused(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway = await gateway_for(tmp_path, ENABLED, writer)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": true}')  # while the first runs
     await settle(gateway)
     gateway.scheduler.pause("jk1", 5)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": true}')
+    await settle(gateway)
     reasons = [r["reason"] for r in published(gateway, "cmd/set/result")]
     assert reasons == ["busy", None, "busy"]
     assert len(writer.calls) == 1
-    kept = make_gateway(tmp_path / "k", ENABLED, writer, keep_connected=True)
+    kept = await gateway_for(tmp_path / "k", ENABLED, writer, keep_connected=True)
     kept.handle_message("b/jk/jk1/cmd/set", b'{"charging": true}')
+    await settle(kept)
     assert [r["reason"] for r in published(kept, "cmd/set/result")] == ["unsupported"]
 
 
 async def test_dry_run_returns_the_frame_and_checks_and_writes_nothing(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway = await gateway_for(tmp_path, ENABLED, writer)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"max_charge_current": 50, "dry_run": true}')
     await settle(gateway)
     (result,) = published(gateway, "cmd/set/result")
@@ -219,11 +227,14 @@ async def test_dry_run_returns_the_frame_and_checks_and_writes_nothing(tmp_path:
 
 async def test_a_device_setting_overrides_the_global_one(tmp_path: Path) -> None:
     writer = FakeWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer, {"enabled": False})
+    gateway = await gateway_for(tmp_path, ENABLED, writer, {"enabled": False})
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
+    await settle(gateway)
     assert [r["reason"] for r in published(gateway, "cmd/set/result")] == ["control_disabled"]
     assert gateway.control.switches("jk1") == ()
-    other = make_gateway(tmp_path / "o", None, writer, {"enabled": True, "allow": ["balancing"]})
+    other = await gateway_for(
+        tmp_path / "o", None, writer, {"enabled": True, "allow": ["balancing"]}
+    )
     assert other.control.switches("jk1") == ("balancing",)
 
 
@@ -242,12 +253,8 @@ def test_fuzzed_payloads_never_crash_and_never_write_unless_allowed(
     tmp_path: Path, control: dict[str, Any] | None
 ) -> None:
     writer = FakeWriter()
+    gateway = make_gateway(tmp_path, control, writer)  # before the loop: it reads state
     with asyncio.Runner() as runner:
-
-        async def build() -> Gateway:
-            return make_gateway(tmp_path, control, writer)
-
-        gateway = runner.run(build())
         link = gateway.links["jk1"]
         link._queue_limit = 10**6
 
@@ -295,10 +302,11 @@ class HangingWriter(FakeWriter):
 
 async def test_a_write_in_flight_at_shutdown_is_audited_as_failed(tmp_path: Path) -> None:
     writer = HangingWriter()
-    gateway = make_gateway(tmp_path, ENABLED, writer)
+    gateway = await gateway_for(tmp_path, ENABLED, writer)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
     await asyncio.sleep(0)
     await gateway.control.close(1.0)
+    await gateway.settled()  # as the gateway's shutdown does: the audit line and the answers
     (result,) = published(gateway, "cmd/set/result")
     assert (result["ok"], result["reason"]) == (False, "failed")
     assert "stopping" in result["error"]
@@ -308,9 +316,9 @@ async def test_a_write_in_flight_at_shutdown_is_audited_as_failed(tmp_path: Path
 
 async def test_a_hanging_writer_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bluez_jk.gateway.control.WRITE_GRACE_S", 0.0)
-    gateway = make_gateway(tmp_path, ENABLED, HangingWriter(), timeout_s=1)
+    gateway = await gateway_for(tmp_path, ENABLED, HangingWriter(), timeout_s=1)
     gateway.handle_message("b/jk/jk1/cmd/set", b'{"charging": false}')
-    await asyncio.wait(gateway.control._tasks, timeout=10)
+    await settle(gateway)
     (result,) = published(gateway, "cmd/set/result")
     assert (result["ok"], result["reason"]) == (False, "failed")
     assert "did not return" in result["error"]

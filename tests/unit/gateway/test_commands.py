@@ -63,7 +63,7 @@ def meta(gateway: Gateway, name: str) -> dict[str, Any]:
 
 
 async def test_valid_config_applies_persists_and_shows_in_meta(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
     gateway.publish_meta(gateway.scheduler.devices["jk1"])
     await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2, "adapter": "hci3"}')
     assert results(gateway.links["jk1"]) == [
@@ -99,7 +99,7 @@ INVALID = [
 
 
 async def test_each_invalid_input_changes_nothing_and_says_why(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
     before = gateway.scheduler.devices["jk1"].config
     for payload, reason in INVALID:
         await command(gateway, "b/jk/jk1/cmd/config", payload)
@@ -112,7 +112,7 @@ async def test_each_invalid_input_changes_nothing_and_says_why(tmp_path: Path) -
 
 
 async def test_remote_config_disabled(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path, allow_remote_config=False)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path, allow_remote_config=False)
     await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
     (result,) = results(gateway.links["jk1"])
     assert result["ok"] is False
@@ -123,7 +123,8 @@ async def test_remote_config_disabled(tmp_path: Path) -> None:
 async def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    gateway = make_gateway(blocker / "state")  # state_dir under a regular file
+    # state_dir under a regular file
+    gateway = await asyncio.to_thread(make_gateway, blocker / "state")
     await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 2}')
     (result,) = results(gateway.links["jk1"])
     assert result["ok"] is False
@@ -133,7 +134,7 @@ async def test_unpersistable_config_is_not_applied(tmp_path: Path) -> None:
 
 
 async def test_pause_and_read_commands(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
     await command(gateway, "b/jk/jk1/cmd/pause", b'{"minutes": 5}')
     assert gateway.scheduler.devices["jk1"].paused_until == 300.0
     assert meta(gateway, "jk1")["paused_until"] is not None

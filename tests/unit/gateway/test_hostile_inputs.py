@@ -3,6 +3,7 @@ answers with a typed error; a damaged state file never stops a start and is neve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -17,7 +18,7 @@ from bluez_jk.gateway.mqtt import ANSWER_QUEUE_LIMIT
 from bluez_jk.gateway.state import STATE_FILE, StateStore
 from bluez_jk.reading import new_reading
 from tests.unit.gateway.fakes import FakeClock
-from tests.unit.gateway.test_commands import answers, make_gateway, meta, results
+from tests.unit.gateway.test_commands import answers, command, make_gateway, meta, results
 
 HUGE_INT = "9" * 400  # beyond a float: OverflowError in math.isfinite / format
 OVER_LIMIT = "9" * 5000  # beyond Python's 4,300-digit int conversion limit: ValueError
@@ -61,10 +62,10 @@ def test_non_utf8_password_file_is_a_config_error(
 
 
 @pytest.mark.parametrize("number", [HUGE_INT, "-" + HUGE_INT, "1" + "0" * 309, "1e400"])
-def test_cmd_config_answers_hostile_numbers(tmp_path: Path, number: str) -> None:
-    gateway = make_gateway(tmp_path)
-    gateway.handle_message("b/jk/jk1/cmd/config", f'{{"poll_interval_s": {number}}}'.encode())
-    gateway.handle_message("b/jk/jk1/cmd/config", ("[" * 3000).encode())
+async def test_cmd_config_answers_hostile_numbers(tmp_path: Path, number: str) -> None:
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
+    await command(gateway, "b/jk/jk1/cmd/config", f'{{"poll_interval_s": {number}}}'.encode())
+    await command(gateway, "b/jk/jk1/cmd/config", ("[" * 3000).encode())
     first, second = results(gateway.links["jk1"])
     assert first["ok"] is False
     assert "poll_interval_s" in first["error"]
@@ -82,19 +83,20 @@ def damaged_states() -> list[bytes]:
 
 
 @pytest.mark.parametrize("content", damaged_states(), ids=["huge", "digits", "deep", "deep2"])
-def test_damaged_state_file_is_set_aside_and_the_gateway_starts(
+async def test_damaged_state_file_is_set_aside_and_the_gateway_starts(
     tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / STATE_FILE).write_bytes(content)
     with caplog.at_level(logging.WARNING):
-        gateway = make_gateway(tmp_path)  # raised OverflowError / RecursionError before
+        # raised OverflowError / RecursionError before
+        gateway = await asyncio.to_thread(make_gateway, tmp_path)
     assert gateway.scheduler.devices["jk1"].config.poll_interval_s == 10
     kept = list(tmp_path.glob(f"{STATE_FILE}.damaged-*"))
     assert len(kept) == 1
     assert kept[0].read_bytes() == content
     assert "state file damaged" in caplog.text
     # The gateway writes a new state file from now on.
-    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
+    await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
     assert results(gateway.links["jk1"])[-1]["ok"] is True
     assert json.loads((tmp_path / STATE_FILE).read_text())["overrides"]["jk1"] == {
         "poll_interval_s": 3
@@ -126,7 +128,7 @@ def test_a_wildcard_retained_topic_never_breaks_a_link(tmp_path: Path) -> None:
     assert link.retained("b/ok") == b"1"
 
 
-def test_unreadable_state_file_is_never_overwritten(
+async def test_unreadable_state_file_is_never_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Item 5: owned by another user (the tests run as root, so the refusal is simulated).
@@ -141,9 +143,9 @@ def test_unreadable_state_file_is_never_overwritten(
 
     monkeypatch.setattr(Path, "read_bytes", denied)
     with caplog.at_level(logging.ERROR):
-        gateway = make_gateway(tmp_path)
+        gateway = await asyncio.to_thread(make_gateway, tmp_path)
     assert "cannot be read" in caplog.text
-    gateway.handle_message("b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
+    await command(gateway, "b/jk/jk1/cmd/config", b'{"poll_interval_s": 3}')
     result = results(gateway.links["jk1"])[-1]
     assert result["ok"] is False
     assert "cannot persist" in result["error"]
@@ -172,20 +174,22 @@ def test_default_client_id_is_unique_per_installation(
     assert mqtt.node_name() == "bluez-jk-raspberrypi"
 
 
-def test_a_command_flood_never_displaces_readings(tmp_path: Path) -> None:
+async def test_a_command_flood_never_displaces_readings(tmp_path: Path) -> None:
     # Item 6: 20,000 commands used to push 7,679 queued Readings out of the device's queue.
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
     state = gateway.scheduler.devices["jk1"]
     link = gateway.links["jk1"]
     for index in range(20_000):
         gateway.handle_message("b/jk/jk1/cmd/config", b'{"timeout_s": "x"}')
         if index % 1000 == 0:
             gateway._on_reading(state, new_reading("jk1", state.config.address, "hci0"))
+    await gateway.settled()  # the answers of the commands that were handled
     raws = [m for m in link._queue if m.topic == "b/jk/jk1/raw"]
     assert len(raws) == 20
     assert link.dropped == 0
     # Only the first burst was handled; the rest was dropped before any work or logging.
     assert len(results(link)) == 20
+    assert all("timeout_s" in result["error"] for result in results(link))  # handled, refused
     assert gateway.commands_dropped["jk1"] == 20_000 - 20
     gateway.publish_meta(state)
     assert meta(gateway, "jk1")["counters"]["commands_dropped"] == 20_000 - 20
@@ -247,7 +251,7 @@ def test_pause_obeys_allow_remote_config_and_answers(tmp_path: Path) -> None:
 
 
 async def test_pause_renewals_are_bounded(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
     clock = gateway.scheduler.clock
     assert isinstance(clock, FakeClock)
     state = gateway.scheduler.devices["jk1"]
@@ -304,61 +308,66 @@ def addresses(gateway: Any) -> dict[str, str]:
     return {n: s.config.address for n, s in gateway.scheduler.devices.items()}
 
 
-def test_stored_overrides_follow_allow_remote_config_and_file_edits(
+async def test_stored_overrides_follow_allow_remote_config_and_file_edits(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Item 4: with remote configuration off the device went on using X every 86,400 s.
-    gateway = make_gateway(tmp_path)
-    gateway.handle_message(
-        "b/jk/jk1/cmd/config", json.dumps({"address": X, "poll_interval_s": 86400}).encode()
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
+    await command(
+        gateway,
+        "b/jk/jk1/cmd/config",
+        json.dumps({"address": X, "poll_interval_s": 86400}).encode(),
     )
     assert results(gateway.links["jk1"])[-1]["ok"] is True
     with caplog.at_level(logging.INFO):
-        off = make_gateway(tmp_path, allow_remote_config=False)
+        off = await asyncio.to_thread(make_gateway, tmp_path, allow_remote_config=False)
     assert off.scheduler.devices["jk1"].config.address == "C8:47:80:37:02:E1"
     assert off.scheduler.devices["jk1"].config.poll_interval_s == 10
     assert "ignored (allow_remote_config: false) device=jk1" in caplog.text
     # Remote configuration back on: the overrides apply again, and the start lists them.
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        on = make_gateway(tmp_path)
+        on = await asyncio.to_thread(make_gateway, tmp_path)
     assert on.scheduler.devices["jk1"].config.address == X
     assert "in force device=jk1" in caplog.text
     # The operator edits the file's poll_interval_s for jk1: the file wins for that key.
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        edited = make_gateway(tmp_path, poll_interval_s=20)
+        edited = await asyncio.to_thread(make_gateway, tmp_path, poll_interval_s=20)
     assert edited.scheduler.devices["jk1"].config.poll_interval_s == 20
     assert edited.scheduler.devices["jk1"].config.address == X
     assert "config file changed since device=jk1 key=poll_interval_s" in caplog.text
     assert edited.store.overrides["jk1"] == {"address": X}
 
 
-def test_two_devices_never_share_an_effective_address(tmp_path: Path) -> None:
-    gateway = make_gateway(tmp_path)
-    gateway.handle_message("b/jk/jk1/cmd/config", json.dumps({"address": X}).encode())
+async def test_two_devices_never_share_an_effective_address(tmp_path: Path) -> None:
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
+    await command(gateway, "b/jk/jk1/cmd/config", json.dumps({"address": X}).encode())
     assert results(gateway.links["jk1"])[-1]["ok"] is True
     # The file now gives jk2 address X: jk1's override yields, the file wins.
     devices = [
         {"name": "jk1", "address": "C8:47:80:37:02:E1", "adapter": "hci0"},
         {"name": "jk2", "address": X, "adapter": "hci1"},
     ]
-    restarted = make_gateway(tmp_path, devices=devices)
+    restarted = await asyncio.to_thread(make_gateway, tmp_path, devices=devices)
     assert addresses(restarted) == {"jk1": "C8:47:80:37:02:E1", "jk2": X}
 
 
-def test_a_failing_command_handler_still_answers(
+async def test_a_failing_command_handler_still_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gateway = make_gateway(tmp_path)
+    gateway = await asyncio.to_thread(make_gateway, tmp_path)
+
+    async def broken_config(name: str, payload: bytes) -> dict[str, Any]:
+        raise KeyError("bug")
 
     def broken(name: str, payload: bytes) -> dict[str, Any]:
         raise KeyError("bug")
 
-    monkeypatch.setattr(gateway, "apply_remote_config", broken)
+    monkeypatch.setattr(gateway, "apply_remote_config", broken_config)
     monkeypatch.setattr(gateway, "apply_pause", broken)
-    gateway.handle_message("b/jk/jk1/cmd/config", b"{}")
-    gateway.handle_message("b/jk/jk1/cmd/pause", b"{}")
+    await command(gateway, "b/jk/jk1/cmd/config", b"{}")
+    await command(gateway, "b/jk/jk1/cmd/pause", b"{}")
     link = gateway.links["jk1"]
     assert results(link) == [{"ok": False, "error": "internal error, see the log", "applied": {}}]
     assert answers(link, "cmd/pause")[0]["ok"] is False

@@ -4,6 +4,7 @@ identifiers (the second one falls back to its MAC, and the log says so)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -44,18 +45,21 @@ def _identifiers(gateway: Gateway, name: str) -> set[str]:
     return found
 
 
-def test_gateway_never_publishes_two_devices_with_one_identifier(
+async def test_gateway_never_publishes_two_devices_with_one_identifier(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(
-        {
-            "state_dir": str(tmp_path),
-            "homeassistant": {"enabled": True},
-            "devices": [{"name": "jk1", "address": MAC1}, {"name": "jk2", "address": MAC2}],
-        }
-    )
-    clock = FakeClock()
-    gateway = Gateway(config, FakeReader(clock), clock=clock)
+    def build() -> Gateway:  # on a worker thread: it reads its state file
+        config = parse_config(
+            {
+                "state_dir": str(tmp_path),
+                "homeassistant": {"enabled": True},
+                "devices": [{"name": "jk1", "address": MAC1}, {"name": "jk2", "address": MAC2}],
+            }
+        )
+        clock = FakeClock()
+        return Gateway(config, FakeReader(clock), clock=clock)
+
+    gateway = await asyncio.to_thread(build)
     caplog.set_level(logging.WARNING)
     # Two readings with the same serial number (cloned boards, or two simulators of old).
     for name, mac in (("jk1", MAC1), ("jk2", MAC2)):
@@ -71,3 +75,4 @@ def test_gateway_never_publishes_two_devices_with_one_identifier(
     gateway._on_reading(gateway.scheduler.devices["jk2"], vector_reading(name="jk2", address=MAC2))
     assert _identifiers(gateway, "jk2") == second
     assert "collision" not in caplog.text
+    await gateway.settled()  # the discovery topics it saves

@@ -4,6 +4,7 @@ cmd/set in the exact payload the policy accepts, never optimistic."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -64,8 +65,8 @@ def test_allowed_switches_validate_and_follow_the_settings() -> None:
         assert state in (config["state_on"], config["state_off"])
 
 
-def test_the_gateway_offers_switches_only_when_enabled_and_allowed(tmp_path: Path) -> None:
-    def published(control: dict[str, Any] | None) -> set[str]:
+async def test_the_gateway_offers_switches_only_when_enabled_and_allowed(tmp_path: Path) -> None:
+    def build(control: dict[str, Any] | None) -> Gateway:
         raw: dict[str, Any] = {
             "mqtt": {"base_topic": "b"},
             "state_dir": str(tmp_path / str(time.monotonic_ns())),
@@ -75,13 +76,17 @@ def test_the_gateway_offers_switches_only_when_enabled_and_allowed(tmp_path: Pat
         if control is not None:
             raw["control"] = control
         clock = FakeClock()
-        gateway = Gateway(parse_config(raw), FakeReader(clock), clock=clock)
+        return Gateway(parse_config(raw), FakeReader(clock), clock=clock)
+
+    async def published(control: dict[str, Any] | None) -> set[str]:
+        gateway = await asyncio.to_thread(build, control)  # it reads its state file
         gateway._publish_discovery("jk1", vector_reading("jk02_32s_v19_27"))
+        await gateway.settled()  # the discovery topics it saves
         link = gateway.gateway_link
         return {t for t in link._retained if "/switch/" in t and link._retained[t]}
 
-    assert published(None) == set()
-    assert published({"enabled": False, "allow": ["charging"]}) == set()
-    (topic,) = published({"enabled": True, "allow": ["discharging", "max_charge_current"]})
+    assert await published(None) == set()
+    assert await published({"enabled": False, "allow": ["charging"]}) == set()
+    (topic,) = await published({"enabled": True, "allow": ["discharging", "max_charge_current"]})
     assert topic.startswith("homeassistant/switch/")
     assert topic.endswith("/jk1_discharging_control/config")
