@@ -457,7 +457,8 @@ class _Session:
 
     async def _resolve_adapter(self, bus: BluezBus) -> str:
         self.stage = "adapter"
-        objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(5.0))
+        # A busy bluetoothd (a Pi Zero, many devices in range) takes seconds for this.
+        objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
         self.adapter = adapter_name(adapter_obj)
         return adapter_obj

@@ -164,7 +164,7 @@ class BluezBus:
             )
         return reply
 
-    async def managed_objects(self, *, stage: Stage, timeout_s: float = 5.0) -> ManagedObjects:
+    async def managed_objects(self, *, stage: Stage, timeout_s: float = 10.0) -> ManagedObjects:
         """ObjectManager.GetManagedObjects of org.bluez, unpacked.
 
         Raises:

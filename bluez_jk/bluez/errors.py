@@ -111,7 +111,12 @@ RULES: tuple[Rule, ...] = (
             "input/output error",
         ),
     ),
-    Rule(_E + "Failed", LinkLost, words=("not connected", "att error: 0x0e")),
+    # A link gone under a GATT call; 5.66's texts seen on the real-BlueZ probe.
+    Rule(
+        _E + "Failed",
+        LinkLost,
+        words=("not connected", "att error: 0x0e", "no att transport", "failed to send read"),
+    ),
     Rule(_E + "NotConnected", LinkLost),
     Rule(_E + "Failed", ConnectFailed, member="Connect"),
     Rule(_E + "NotReady", AdapterNotFound),

@@ -14,6 +14,21 @@ def in_progress() -> DBusError:
     return _bluez("InProgress", "In Progress")
 
 
+def no_att_transport() -> DBusError:
+    """WriteValue on a device without a link (5.66, the real-BlueZ probe)."""
+    return _bluez("Failed", "No ATT transport")
+
+
+def read_request_failed() -> DBusError:
+    """ReadValue on a device without a link (5.66, the real-BlueZ probe)."""
+    return _bluez("Failed", "Failed to send read request")
+
+
+def notify_session_failed() -> DBusError:
+    """StartNotify on a device without a link (5.66, the real-BlueZ probe)."""
+    return _bluez("Failed", "Failed to register notify session")
+
+
 def already_in_progress() -> DBusError:
     """A second Connect while one is pending, BlueZ before 5.81."""
     return _bluez("Failed", "Operation already in progress")

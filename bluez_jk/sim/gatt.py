@@ -240,7 +240,7 @@ class Characteristic:
 
     async def _read_value(self, _call: Call) -> Reply:
         if not self.host.link_up:
-            raise errors.not_connected_failed()
+            raise errors.read_request_failed()  # 5.66's text (the real-BlueZ probe)
         if "read" not in self.spec.flags:
             raise errors.read_not_permitted()
         self.value = self.spec.value
@@ -255,7 +255,7 @@ class Characteristic:
         if kind not in (None, "command", "request", "reliable") or (kind == "command" and offset):
             raise errors.not_supported()
         if not self.host.link_up:
-            raise errors.not_connected_failed()
+            raise errors.no_att_transport()  # 5.66's text (the real-BlueZ probe)
         if self.claimed:
             raise errors.not_authorized()
         if self.write_acquired is not None:
@@ -317,6 +317,10 @@ class Characteristic:
             raise errors.not_connected()
         if call.sender in self.sessions:
             return None
+        if not self.host.link_up:
+            # 5.66 on a device without a link (the real-BlueZ probe); sessions started on a
+            # link still outlive a disconnect (fact 8).
+            raise errors.notify_session_failed()
         if await self._refused_cccd():
             await asyncio.sleep(_SMP_TIMEOUT_S)
             raise errors.att_error(0x05)

@@ -33,7 +33,7 @@ TIMINGS: dict[TimingName, Timing] = {
     # timeout) and docs/protocol.md 3.2 (40-170 ms reply latency, ~0.5 s cell-info period).
     # Pairing: SMP's 30 s timeout and bluetoothd's 30 s TemporaryTimeout (main.conf).
     "real": Timing(
-        "real", 0.15, 0.05, 0.4, 2.0, 20.0, 0.3, 1.0, 0.08, 0.006, 0.5, 0.2, 0.3, 30.0, 30.0
+        "real", 0.15, 0.05, 0.4, 2.0, 40.0, 0.3, 1.0, 0.08, 0.006, 0.5, 0.2, 0.3, 30.0, 30.0
     ),
     "fast": Timing(
         "fast", 0.01, 0.005, 0.02, 0.05, 0.3, 0.03, 0.3, 0.01, 0.001, 0.15, 0.05, 0.01, 2.0, 0.0

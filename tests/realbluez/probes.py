@@ -142,9 +142,8 @@ class Probe:
 
 
 def _limit(rig: Rig) -> float:
-    # Beyond the kernel's 40 s L2CAP connect timeout on the rig; the simulator's real timing
-    # gives up after 20 s.
-    return 45.0 if rig.kind == "real" else 30.0
+    # Beyond the kernel's 40 s L2CAP connect timeout (the rig; the simulator's real timing).
+    return 50.0
 
 
 async def connect_not_advertising(rig: Rig, probe: Probe, bms: Bms) -> None:

@@ -9,12 +9,7 @@ from typing import Any
 RESULTS: dict[str, list[dict[str, Any]]] = {}
 
 # label -> why the simulator and real BlueZ may end differently (also in docs/bluez.md 8).
-KNOWN_DIFFERENCES: dict[str, str] = {
-    "D-Bus probe: Connect to a known BMS that stopped advertising": (
-        "real 5.66 leaves Connect unanswered for at least 40 s, the simulator answers after "
-        "its 20 s connect timeout; a read ends ConnectFailed either way (docs/bluez.md 8)"
-    ),
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 def render() -> str:

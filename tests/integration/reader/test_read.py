@@ -106,14 +106,26 @@ async def _foreign_start_notify(sim: SimHandle) -> MessageBus:
         and "org.bluez.GattCharacteristic1" in ifaces
         and "notify" in ifaces["org.bluez.GattCharacteristic1"]["Flags"].value
     ]
-    reply = await bus.call(
-        Message(
-            destination="org.bluez",
-            path=chars[0],
-            interface="org.bluez.GattCharacteristic1",
-            member="StartNotify",
-        )
+    # BlueZ 5.66 refuses StartNotify without a link (the real-BlueZ tier's probe): connect
+    # first; the session then outlives the link (docs/bluez.md fact 8).
+    connected = await bus.call(
+        Message(destination="org.bluez", path=path, interface="org.bluez.Device1", member="Connect")
     )
+    assert connected is not None
+    assert connected.message_type == MessageType.METHOD_RETURN, connected.body
+    reply = None
+    for _ in range(100):  # until ServicesResolved: StartNotify needs the GATT client ready
+        reply = await bus.call(
+            Message(
+                destination="org.bluez",
+                path=chars[0],
+                interface="org.bluez.GattCharacteristic1",
+                member="StartNotify",
+            )
+        )
+        if reply is not None and reply.message_type == MessageType.METHOD_RETURN:
+            break
+        await asyncio.sleep(0.05)
     assert reply is not None
     assert reply.message_type == MessageType.METHOD_RETURN, reply.body
     return bus
