@@ -58,7 +58,9 @@ class Daemons:
     def start_bluetoothd(self) -> None:
         logfile = (self.work / "bluetoothd.log").open("ab")
         self.bluetoothd = subprocess.Popen(
-            [BLUETOOTHD, "-n", "-d"], stdout=logfile, stderr=subprocess.STDOUT
+            [BLUETOOTHD, "-n", *(["-d"] if os.environ.get("REALBLUEZ_DEBUG") else [])],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
         )
 
     def restart_bluetoothd(self) -> None:
