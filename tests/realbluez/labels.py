@@ -23,7 +23,7 @@ def probe_labels() -> list[str]:
 
 
 def after_gateway_labels() -> list[str]:
-    """Run last on the rig: the lost bond crashes bluetoothd 5.66 (docs/bluez.md fact 19)."""
+    """Run last on the rig: the lost bond can crash bluetoothd 5.66 (docs/bluez.md fact 19)."""
     return [label_of(lost_bond)]
 
 
