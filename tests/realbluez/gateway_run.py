@@ -191,8 +191,9 @@ async def wait_until(predicate: Any, within_s: float) -> bool:
 
 
 async def gateway_run(rig: Any, duration_s: int) -> Outcome:
-    # Polls every 10 s; left running for the bluetoothd restart that follows.
-    gw = Gateway(rig, interval_s=10)
+    # Polls every 12 s (three boards per adapter under TCG); left running for the bluetoothd
+    # restart that follows.
+    gw = Gateway(rig, interval_s=12)
     rig.gateway = gw
     t0 = time.monotonic()
     gw.start()
@@ -208,6 +209,8 @@ async def gateway_run(rig: Any, duration_s: int) -> Outcome:
     successes = {n: end[n][1] - start[n][1] for n in names if n in end and n in start}
     failed = {n: attempts[n] - successes[n] for n in attempts if attempts[n] != successes[n]}
     offline = [n for n in names if gw.online.get(n) != "true"]
+    # jk11 wants pairing: the gateway pairs it once; every reading after that is bonded.
+    unpaired = [r.get("error") for r in gw.raws.get("jk11", []) if r.get("paired") is not True]
     ok = (
         first
         and gw.proc.poll() is None
@@ -217,6 +220,8 @@ async def gateway_run(rig: Any, duration_s: int) -> Outcome:
         and not offline
         and end_rules == 0
         and end_fds <= base_fds
+        and bool(gw.raws.get("jk11"))
+        and not unpaired
     )
     summary = (
         f"{sum(successes.values())}/{sum(attempts.values())} reads ok in {duration_s} s as uid"
@@ -228,6 +233,9 @@ async def gateway_run(rig: Any, duration_s: int) -> Outcome:
         summary += f", offline {offline}"
     if not first:
         summary += ", some BMS never read"
+    summary += f", jk11 (pairing) {len(gw.raws.get('jk11', []))} raws"
+    if unpaired:
+        summary += f", {len(unpaired)} not paired: {unpaired[:2]}"
     return Outcome(
         gateway_label(duration_s),
         bool(ok),
@@ -238,7 +246,10 @@ async def gateway_run(rig: Any, duration_s: int) -> Outcome:
 
 
 def gateway_label(duration_s: int) -> str:
-    return f"gateway {duration_s} s: 4 BMS, 2 adapters, unprivileged (group bluetooth)"
+    return (
+        f"gateway {duration_s} s: 5 BMS (one wants pairing) on 2 adapters, unprivileged "
+        "(group bluetooth)"
+    )
 
 
 def gateway_scenario(duration_s: int) -> Scenario:

@@ -21,8 +21,10 @@ BOARDS = {
     "jk9": DeviceSpec("C8:47:80:19:30:09", "hci4", "JK02_32S", "JK_PB2A16S20P"),
     # The single-call D-Bus probes.
     "jk10": DeviceSpec("C8:47:80:10:10:10", "hci5", "JK02_24S", "JK-B2A24S15P"),
+    # Firmware >= 19.30 under the gateway, beside open boards on hci1.
+    "jk11": DeviceSpec("C8:47:80:19:30:11", "hci1", "JK02_32S", "JK_PB2A16S20P"),
 }
-PAIRING = {"jk8": "justworks", "jk9": "passkey:246810"}
+PAIRING = {"jk8": "justworks", "jk9": "passkey:246810", "jk11": "justworks"}
 PASSKEY = 246810
-GATEWAY_BOARDS = ("jk1", "jk2", "jk3", "jk4")
+GATEWAY_BOARDS = ("jk1", "jk2", "jk3", "jk4", "jk11")
 ADAPTERS = sorted({spec.adapter for spec in BOARDS.values()})
