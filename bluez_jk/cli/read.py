@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast, get_args
 
-from bluez_jk.bluez.paths import normalize_mac, validate_adapter
+from bluez_jk.bluez.paths import normalize_mac
 from bluez_jk.cli.jsonout import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,6 +29,7 @@ from bluez_jk.cli.jsonout import (
     positive_seconds,
     setup_logging,
 )
+from bluez_jk.cli.targets import config_device, device_values, request_values
 from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError, Stage
 from bluez_jk.gateway.config import load_config
 from bluez_jk.names import NotifyModeSetting, PairingSetting, Passkey
@@ -107,20 +108,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         # A direct BLE read never uses the broker password, which may be a systemd credential
         # that only the gateway's unit can read.
         config = load_config(args.config, defer_credentials=not args.via_mqtt)
-        match = [d for d in config.devices if d.name == args.name]
-        if not match:
-            raise ConfigError(f"no device named {args.name!r} in {args.config}", key="name")
-        device = match[0]
-        base = {
-            "address": device.address,
-            "adapter": device.adapter,
-            "protocol": device.protocol,
-            "timeout_s": device.timeout_s,
-            "scan_timeout_s": device.scan_timeout_s,
-            "notify_mode": device.notify_mode,
-            "pairing": device.pairing,
-            "passkey": device.passkey,
-        }
+        base = device_values(config_device(config, args.name, args.config))
     elif args.via_mqtt:
         raise ConfigError("--via-mqtt needs --config and --name", key="config")
     address = args.address or base.get("address")
@@ -135,10 +123,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "pairing": args.pairing,
         "passkey": read_passkey(args.passkey_file) if args.passkey_file else None,
     }
-    values = {k: v for k, v in base.items() if k != "address" and v is not None}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if "adapter" in values:
-        values["adapter"] = validate_adapter(values["adapter"])
+    values = request_values(base, overrides)
     mac = normalize_mac(address) if address else ""
     request = ReadRequest(name=args.name or mac, address=mac, **values)
     # An explicit --timeout is the whole wait; otherwise leave the gateway room for a read that

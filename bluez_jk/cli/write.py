@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from bluez_jk import __version__
-from bluez_jk.bluez.paths import normalize_mac, validate_adapter
+from bluez_jk.bluez.paths import normalize_mac
 from bluez_jk.cli.jsonout import (
     EXIT_FAILED,
     EXIT_OK,
@@ -32,6 +32,7 @@ from bluez_jk.cli.jsonout import (
     positive_seconds,
     setup_logging,
 )
+from bluez_jk.cli.targets import config_device, device_values, request_values
 from bluez_jk.control.policy import (
     WRITABLES,
     Refused,
@@ -116,23 +117,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
     state_dir: Path | None = args.state_dir
     base: dict[str, Any] = {}
     if args.config is not None:
-        if not args.name:
-            raise ConfigError("--config needs --name", key="name")
-        config = load_config(args.config)
-        match = [d for d in config.devices if d.name == args.name]
-        if not match:
-            raise ConfigError(f"no device named {args.name!r} in {args.config}", key="name")
-        device = match[0]
+        # A write never uses the broker password (a systemd credential, maybe).
+        config = load_config(args.config, defer_credentials=True)
+        device = config_device(config, args.name, args.config)
         allow = device.control.allow
         state_dir = state_dir or config.state_dir
-        base = {
-            "address": device.address,
-            "adapter": device.adapter,
-            "protocol": device.protocol,
-            "timeout_s": device.timeout_s,
-            "scan_timeout_s": device.scan_timeout_s,
-            "notify_mode": device.notify_mode,
-        }
+        base = device_values(device)  # pairing and passkey too: a write pairs like a read
     address = args.address or base.get("address")
     if not address:
         raise ConfigError("--address (or --config with --name) is required", key="address")
@@ -143,10 +133,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         "scan_timeout_s": args.scan_timeout,
         "notify_mode": args.notify_mode,
     }
-    values = {k: v for k, v in base.items() if k != "address" and v is not None}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if "adapter" in values:
-        values["adapter"] = validate_adapter(values["adapter"])
+    values = request_values(base, overrides)
     mac = normalize_mac(address)
     raw = parse_assignment(args.assignment) | {"dry_run": bool(args.dry_run)}
     try:
