@@ -20,6 +20,7 @@ from typing import Any, cast, get_args
 
 from bluez_jk.control.policy import WRITABLES
 from bluez_jk.errors import ConfigError
+from bluez_jk.gateway.victron_config import BankConfig, VictronConfig, parse_banks, parse_victron
 from bluez_jk.names import MAC_ADDRESS, NotifyModeSetting, PairingSetting, Passkey
 from bluez_jk.reading import ProtocolName
 
@@ -104,6 +105,7 @@ class DeviceConfig:
     # passkey (from `passkey` or `passkey_file`) is a secret: never in meta, logs or repr.
     pairing: PairingSetting = "auto"
     passkey: Passkey | None = dataclasses.field(default=None, repr=False)
+    victron: VictronConfig = dataclasses.field(default_factory=VictronConfig)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> DeviceConfig:
         return dataclasses.replace(self, **dict(overrides))
@@ -113,6 +115,7 @@ class DeviceConfig:
         view = dataclasses.asdict(self)
         del view["name"]
         view["passkey"] = self.passkey is not None  # whether one is set, never the digits
+        del view["victron"]  # a page of tables; the config file has them
         return view
 
 
@@ -127,6 +130,8 @@ class GatewayConfig:
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
     control: ControlConfig = ControlConfig()
+    victron: VictronConfig = dataclasses.field(default_factory=VictronConfig)
+    banks: tuple[BankConfig, ...] = ()
     # What a check could not verify here (a systemd credential outside its unit).
     notes: tuple[str, ...] = ()
 
@@ -413,6 +418,7 @@ DEVICE_KEYS = (
     "pairing",
     "passkey",
     "passkey_file",
+    "victron",
 )
 
 
@@ -481,6 +487,9 @@ def _parse_device(
     control = defaults.control
     if src.get("control") is not None:
         control = _parse_control(src["control"], _join(path, "control"), c, defaults.control)
+    victron = defaults.victron
+    if src.get("victron") is not None:
+        victron = parse_victron(src["victron"], _join(path, "victron"), c, defaults.victron)
     if len(c.problems) > before or name is None or address is None:
         return None
     return dataclasses.replace(
@@ -494,6 +503,7 @@ def _parse_device(
         control=control,
         pairing=cast(PairingSetting, pairing or "auto"),
         passkey=passkey,
+        victron=victron,
         **numbers,
     )
 
@@ -507,7 +517,9 @@ TOP_KEYS = (
     "allow_remote_config",
     "homeassistant",
     "control",
+    "victron",
     "devices",
+    "banks",
 )
 
 
@@ -556,6 +568,7 @@ def parse_config(
             ),
         )
     control = _parse_control(src.get("control", {}), "control", c, ControlConfig())
+    victron = parse_victron(src.get("victron", {}), "victron", c, VictronConfig())
     defaults = DeviceConfig(
         name="",
         address="",
@@ -563,6 +576,7 @@ def parse_config(
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        victron=victron,
     )
     devices: list[DeviceConfig] = []
     raw_devices = src.get("devices")
@@ -583,6 +597,7 @@ def parse_config(
             c.fail(f"devices[{index}].address", f"duplicate address {device.address}")
         seen_names.setdefault(device.name, index)
         seen_addresses.setdefault(device.address, index)
+    banks = parse_banks(src.get("banks"), c, seen_names, check_name)
     if c.problems:
         raise ConfigProblems(c.problems)
     return GatewayConfig(
@@ -595,6 +610,8 @@ def parse_config(
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        victron=victron,
+        banks=banks,
         notes=tuple(c.notes),
     )
 

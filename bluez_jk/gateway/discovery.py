@@ -471,3 +471,56 @@ def discovery_configs(
         )
     )
     return out
+
+
+# A bank's own entities (docs/mqtt.md, "Banks"), besides the pack entities its metrics share.
+_BANK_ENTITIES: tuple[Entity, ...] = (
+    _temperature("min_temperature", "Min temperature", "temp_min"),
+    _temperature("max_temperature", "Max temperature", "temp_max"),
+    Entity("sensor", "members_online", "Members online", "members_online",
+           state_class="measurement", icon="mdi:battery-sync"),
+    Entity("sensor", "members_charging", "Members able to charge", "members_charging",
+           state_class="measurement", icon="mdi:battery-charging"),
+    Entity("sensor", "members_discharging", "Members able to discharge",
+           "members_discharging", state_class="measurement", icon="mdi:power-plug"),
+    Entity("sensor", "charge_voltage_limit", "Charge voltage limit", "cvl",
+           device_class="voltage", state_class="measurement", unit="V", precision=2),
+    Entity("sensor", "charge_current_limit", "Charge current limit", "ccl",
+           device_class="current", state_class="measurement", unit="A", precision=1),
+    Entity("sensor", "discharge_current_limit", "Discharge current limit", "dcl",
+           device_class="current", state_class="measurement", unit="A", precision=1),
+)  # fmt: skip
+
+
+def bank_identifier(name: str, node_id: str) -> str:
+    """A bank has no serial number: it is this gateway's bank of that name."""
+    return f"bluez_jk_bank_{_slug(node_id)}_{_slug(name)}"
+
+
+def bank_discovery_configs(
+    name: str,
+    metrics: Collection[str],
+    *,
+    members: Collection[str],
+    base_topic: str,
+    prefix: str,
+    node_id: str,
+) -> dict[str, str]:
+    """Config topic -> retained JSON payload for every entity of bank `name` whose key is in
+    `metrics` (the bank's metrics keys); availability is the bank's own `online`."""
+    device = {
+        "identifiers": [bank_identifier(name, node_id)],
+        "name": name,
+        "manufacturer": "bluez-jk",
+        "model": f"Bank of {len(members)} parallel packs ({', '.join(members)})",
+        "via_device": gateway_identifier(node_id),
+    }
+    node = _slug(node_id)
+    out: dict[str, str] = {}
+    for entity in (*_PACK_ENTITIES, *_BANK_ENTITIES):
+        if entity.key not in metrics:
+            continue
+        topic = f"{prefix}/{entity.component}/{node}/{_slug(name)}_{entity.object_id}/config"
+        config = entity_config(entity, name, device, base_topic=base_topic)
+        out[topic] = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
+    return out

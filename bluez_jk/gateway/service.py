@@ -26,6 +26,7 @@ from bluez_jk.gateway.config import (
     parse_remote_config,
 )
 from bluez_jk.gateway.control import ControlService, WriteFn
+from bluez_jk.gateway.derived import TICK_S, DerivedOutputs, Message
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
@@ -131,6 +132,14 @@ class Gateway:
         if writer is None and isinstance(reader, Reader):
             writer = functools.partial(write_and_verify, reader)
         self.control = ControlService(self, writer, AuditLog(config.state_dir))
+        # Victron output and banks (off unless configured): docs/mqtt.md, "Banks".
+        self.derived = DerivedOutputs(
+            config,
+            self.topic,
+            _dumps,
+            publish_discovery=self._publish_configs,
+            node_id=self.node_id,
+        )
 
     def topic(self, name: str, leaf: str) -> str:
         return f"{self.base}/jk/{name}/{leaf}"
@@ -198,10 +207,14 @@ class Gateway:
         link = self.links[state.name]
         link.publish(self.topic(state.name, "raw"), _dumps(reading))
         ok = reading.get("error") is None
-        if ok:
-            link.publish(self.topic(state.name, "metrics"), _dumps(to_metrics(reading)))
+        metrics = to_metrics(reading) if ok else None
+        if metrics is not None:
+            link.publish(self.topic(state.name, "metrics"), _dumps(metrics))
         link.set_retained(self.topic(state.name, "online"), b"true" if ok else b"false")
         self.publish_meta(state)
+        now = self.scheduler.clock.now()
+        warnings = reading["status"].get("warnings") or {}
+        self._publish_derived(self.derived.on_reading(state.name, metrics, warnings, now))
         if ok and self.config.homeassistant.enabled:
             self._publish_discovery(state.name, reading)
 
@@ -227,6 +240,19 @@ class Gateway:
             )
         return True
 
+    def _publish_derived(self, messages: list[Message]) -> None:
+        for message in messages:
+            link = self.links[message.device] if message.device else self.gateway_link
+            if message.retained:
+                link.set_retained(message.topic, message.payload)
+            else:
+                link.publish(message.topic, message.payload)
+
+    async def _derived_ticks(self) -> None:
+        while self.derived.active:
+            await asyncio.sleep(TICK_S)
+            self._publish_derived(self.derived.tick(self.scheduler.clock.now()))
+
     def _publish_discovery(self, name: str, reading: Reading) -> None:
         ha = self.config.homeassistant
         configs = discovery.discovery_configs(
@@ -238,6 +264,10 @@ class Gateway:
             switches=self.control.switches(name),
             by_address=self._ha_by_address(name, reading),
         )
+        self._publish_configs(name, configs)
+
+    def _publish_configs(self, name: str, configs: dict[str, str]) -> None:
+        """Publish a device's (or bank's) discovery set; clear what it no longer has."""
         for topic, payload in configs.items():
             self.gateway_link.set_retained(topic, payload)
         previous = set(self.store.discovery.get(name, []))
@@ -275,7 +305,7 @@ class Gateway:
     def _start_discovery(self) -> None:
         """Gateway entity on; entities of devices that are gone (or of a disabled HA) cleared."""
         ha = self.config.homeassistant
-        keep = set(self.links) if ha.enabled else set()
+        keep = set(self.links) | self.derived.bank_names() if ha.enabled else set()
         for name, topics in list(self.store.discovery.items()):
             if name not in keep:
                 for topic in topics:
@@ -473,9 +503,11 @@ class Gateway:
             # Not online until a read succeeds (docs/mqtt.md: online = last read succeeded).
             self.links[state.name].set_retained(self.topic(state.name, "online"), b"false")
             self.publish_meta(state)
+        self._publish_derived(self.derived.startup())
         for link in [self.gateway_link, *self.links.values()]:
             link.start()
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        ticks = asyncio.create_task(self._derived_ticks(), name="derived")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         self._status = self.status_line()
         self.notifier.send("READY=1", f"STATUS={self._status}")
@@ -490,6 +522,7 @@ class Gateway:
             self.notifier.send("STOPPING=1")
             stopping.cancel()
             watchdog.cancel()
+            ticks.cancel()
             await self._shutdown(scheduler)
 
     async def _shutdown(self, scheduler: asyncio.Task[None]) -> None:
@@ -502,6 +535,7 @@ class Gateway:
                 await self.settled()  # a cmd/config being saved still gets its result out
         for name, link in self.links.items():
             link.set_retained(self.topic(name, "online"), b"false")
+        self._publish_derived(self.derived.offline())
         self.gateway_link.set_retained(f"{self.base}/gateway/online", b"false")
         links = [self.gateway_link, *self.links.values()]
         await asyncio.gather(*(link.close(SHUTDOWN_MQTT_S) for link in links))
