@@ -178,7 +178,7 @@ def alarms(
     out["HighCurrent"] = max(out["HighChargeCurrent"], out["HighDischargeCurrent"])
     if stale:
         # Levels computed from old numbers are no better than the numbers themselves.
-        return {key: (ALARM if key == "BmsCable" else OK) for key in out}
+        return {key: (ALARM if key == "BmsCable" else OK) for key in BMS_ALARMS}
     return {key: out[key] for key in BMS_ALARMS}
 
 
@@ -197,7 +197,8 @@ def to_victron(
 ) -> dict[str, Any]:
     """The driver's JSON. Stale data (`limits.mode` stale/no_data) gives nulls, never numbers."""
     stale = limits.mode in ("stale", "no_data")
-    modules = modules or Modules()
+    if modules is None:
+        modules = Modules(0, 1, 1, 1) if stale else Modules()
     where = extremes or battery_extremes(metrics)
 
     def get(key: str) -> Number | None:
@@ -216,7 +217,8 @@ def to_victron(
         # Seconds until empty at the present discharge current; the GUI shows "infinite"
         # for null, which is right while charging or idle.
         time_to_go = round(remain / -current * 3600)
-    cells = [] if stale else cell_values(metrics)
+    # The driver keeps a cell's last value when its key is missing: a stale one gets null.
+    cells: list[float | None] = [None if stale else v for v in cell_values(metrics)]
     temp = None if stale else where.max_temp_c
     payload: dict[str, Any] = {
         "Dc": {
@@ -264,6 +266,9 @@ def to_victron(
             "ChargeLimitation": limits.charge_limited_by,
             "DischargeLimitation": limits.discharge_limited_by,
         },
-        "Voltages": {f"Cell{index}": round(v, 3) for index, v in enumerate(cells, start=1)},
+        "Voltages": {
+            f"Cell{index}": None if v is None else round(v, 3)
+            for index, v in enumerate(cells, start=1)
+        },
     }
     return payload

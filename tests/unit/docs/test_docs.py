@@ -31,6 +31,7 @@ from bluez_jk.cli import write as cli_write
 from bluez_jk.errors import ConfigError, ErrorType, Stage
 from bluez_jk.gateway import config as gateway_config
 from bluez_jk.gateway.discovery import Source
+from bluez_jk.gateway.charge_control import ChargeSettings
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.reading import Reading
 from bluez_jk.sim.control import CONTROL_IFACE, Control
@@ -390,6 +391,10 @@ def _accepted_keys(section: str) -> set[str]:
         raw["homeassistant"] = probe
     elif section == "control":
         raw["control"] = probe
+    elif section == "victron":
+        raw["victron"] = probe
+    elif section == "banks[]":
+        raw["banks"] = [{"name": "bank1", "members": ["jk1"], **probe}]
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -407,6 +412,8 @@ CONFIG_SECTIONS = {
     "mqtt.tls": "## `mqtt.tls`",
     "homeassistant": "## `homeassistant`",
     "control": "## `control`",
+    "victron": "## `victron`",
+    "banks[]": "## `banks[]`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }
@@ -453,6 +460,8 @@ def _json_default(value: Any) -> str | None:
         (gateway_config.TlsConfig, "## `mqtt.tls`"),
         (gateway_config.HomeAssistantConfig, "## `homeassistant`"),
         (gateway_config.ControlConfig, "## `control`"),
+        (gateway_config.VictronConfig, "## `victron`"),
+        (ChargeSettings, "## `victron`"),
     ],
 )
 def test_documented_defaults_match_the_code(cls: Any, heading: str) -> None:
