@@ -30,8 +30,8 @@ from bluez_jk.cli import sim as cli_sim
 from bluez_jk.cli import write as cli_write
 from bluez_jk.errors import ConfigError, ErrorType, Stage
 from bluez_jk.gateway import config as gateway_config
-from bluez_jk.gateway.discovery import Source
 from bluez_jk.gateway.charge_control import ChargeSettings
+from bluez_jk.gateway.discovery import Source
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.reading import Reading
 from bluez_jk.sim.control import CONTROL_IFACE, Control

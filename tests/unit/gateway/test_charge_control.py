@@ -50,7 +50,9 @@ def test_interpolate_is_linear_between_points_and_flat_beyond(x: float, expected
         ("BMS charging off", pack_metrics(charging=0), 0.0, "bms"),
     ],
 )
-def test_charge_current_limit(case: str, metrics: dict[str, float], ccl: float, charge_by: str) -> None:
+def test_charge_current_limit(
+    case: str, metrics: dict[str, float], ccl: float, charge_by: str
+) -> None:
     limits = steady(metrics)
     assert (limits.ccl_a, limits.charge_limited_by) == (pytest.approx(ccl), charge_by), case
     assert limits.allow_charge == (ccl > 0), case
@@ -200,4 +202,5 @@ def test_stale_data_blocks_after_the_grace() -> None:
 def test_no_data_yet_blocks_and_has_no_voltage() -> None:
     limits = ChargeController(DEFAULT).tick(5.0)
     assert (limits.mode, limits.cvl_v, limits.ccl_a, limits.dcl_a) == ("no_data", None, 0, 0)
-    assert not limits.allow_charge and not limits.allow_discharge
+    assert not limits.allow_charge
+    assert not limits.allow_discharge

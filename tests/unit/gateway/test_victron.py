@@ -108,7 +108,8 @@ def test_the_payload_has_exactly_the_documented_keys_with_their_types(stale: boo
         if value is None:
             assert nullable == "null", (key, kind)
         else:
-            assert isinstance(value, TYPES[base]) and not isinstance(value, bool), (key, value)
+            assert isinstance(value, TYPES[base]), (key, value)
+            assert not isinstance(value, bool), (key, value)
         if unit == "0/1":
             assert value in (0, 1, None), key
 
@@ -144,7 +145,8 @@ def test_fresh_values_come_from_the_metrics() -> None:
         "T1",
         "T2",
     )
-    assert p["Voltages"]["Cell3"] == 3.25 and len(p["Voltages"]) == 16
+    assert p["Voltages"]["Cell3"] == 3.25
+    assert len(p["Voltages"]) == 16
     assert p["Io"] == {"AllowToCharge": 1, "AllowToDischarge": 1, "AllowToBalance": 1}
     assert p["Info"]["MaxChargeVoltage"] == 55.2
 
@@ -158,13 +160,15 @@ def test_stale_data_is_null_never_the_last_numbers_and_blocks() -> None:
     p = payload_of(pack_metrics(current=-10.0), stale=True)
     flat = flatten(p)
     measured = [k for k in flat if not k.startswith(("Io.", "Info.", "Alarms.", "System.Nr"))]
-    assert measured and all(flat[k] is None for k in measured), measured
+    assert measured
+    assert all(flat[k] is None for k in measured), measured
     assert flat["System.NrOfCellsPerBattery"] is None
     assert p["Io"] == {"AllowToCharge": 0, "AllowToDischarge": 0, "AllowToBalance": 0}
     assert (p["Info"]["MaxChargeCurrent"], p["Info"]["MaxDischargeCurrent"]) == (0, 0)
     assert p["Alarms"]["BmsCable"] == 2
     assert sum(p["Alarms"].values()) == 2
-    assert p["System"]["NrOfModulesOnline"] == 0 and p["System"]["NrOfModulesOffline"] == 1
+    assert p["System"]["NrOfModulesOnline"] == 0
+    assert p["System"]["NrOfModulesOffline"] == 1
 
 
 def test_modules_are_passed_through_for_a_bank() -> None:
@@ -239,7 +243,12 @@ ALARM_CASES: list[tuple[str, dict[str, float], dict[str, bool], dict[str, int]]]
         {},
         {"HighChargeTemperature": 1, "HighTemperature": 1},
     ),
-    ("BMS charge undertemp", pack_metrics(), {"charge_undertemp": True}, {"LowChargeTemperature": 2}),
+    (
+        "BMS charge undertemp",
+        pack_metrics(),
+        {"charge_undertemp": True},
+        {"LowChargeTemperature": 2},
+    ),
     ("BMS MOSFET overtemp", pack_metrics(), {"mosfet_overtemp": True}, {"HighTemperature": 2}),
     (
         "BMS current sensor anomaly",
