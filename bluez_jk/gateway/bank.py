@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluez_jk.gateway.charge_control import Limits, Mode, Number, temperatures
+from bluez_jk.gateway.charge_control import ALL_PROBES, Limits, Mode, Number, temperatures
 from bluez_jk.gateway.victron import Extremes, Modules
 
 STALE_MODES = ("stale", "no_data")
@@ -28,6 +28,7 @@ class Member:
     online: bool  # the last read succeeded
     limits: Limits  # the pack's own charge control, at this moment
     warnings: Mapping[str, bool] = field(default_factory=dict)
+    probes: tuple[int, ...] = ALL_PROBES  # its cell probes that count
 
     @property
     def fresh(self) -> bool:
@@ -171,7 +172,7 @@ def aggregate(name: str, members: Sequence[Member]) -> BankView:
         (t, index, probe)
         for index, m in fresh
         if m.metrics is not None
-        for probe, t in temperatures(m.metrics)
+        for probe, t in temperatures(m.metrics, m.probes)
     ]
     cold = min(probes, default=None)
     hot = max(probes, key=lambda p: (p[0], -p[1]), default=None)

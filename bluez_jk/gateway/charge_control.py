@@ -31,6 +31,7 @@ Number = int | float
 Mode = Literal["bulk", "absorption", "float", "stale", "no_data"]
 # (x, fraction) points, x strictly increasing, fraction 0..1.
 Table = tuple[tuple[float, float], ...]
+ALL_PROBES = (1, 2, 3, 4, 5)
 
 
 def interpolate(table: Table, x: float) -> float:
@@ -88,10 +89,17 @@ class ChargeSettings:
     )
     charge_soc_table: Table = ((85.0, 1.0), (95.0, 0.75), (98.0, 0.5), (99.0, 0.2), (100.0, 0.1))
     discharge_soc_table: Table = ((10.0, 0.1), (20.0, 0.4), (30.0, 1.0))
+    # Which cell probes count. Some firmware reports an unfitted probe as 0.0 C (fw 11.48
+    # with a present-mask of 0xFF, tests/data vectors), which would read as freezing.
+    temperature_probes: tuple[int, ...] = ALL_PROBES
 
 
 TABLE_KEYS = tuple(f.name for f in dataclasses.fields(ChargeSettings) if f.name.endswith("_table"))
-NUMBER_KEYS = tuple(f.name for f in dataclasses.fields(ChargeSettings) if f.name not in TABLE_KEYS)
+NUMBER_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(ChargeSettings)
+    if f.name not in TABLE_KEYS and f.name != "temperature_probes"
+)
 
 
 @dataclass(frozen=True)
@@ -119,9 +127,12 @@ def cell_values(metrics: Mapping[str, Number]) -> list[float]:
     return [float(metrics[key]) for key in keys if key in metrics]
 
 
-def temperatures(metrics: Mapping[str, Number]) -> list[tuple[str, float]]:
-    """The fitted cell probes (`temp_1`..`temp_5`) as (id, C); the MOSFET probe is not a cell."""
-    return [(f"T{i}", float(metrics[f"temp_{i}"])) for i in range(1, 6) if f"temp_{i}" in metrics]
+def temperatures(
+    metrics: Mapping[str, Number], probes: tuple[int, ...] = ALL_PROBES
+) -> list[tuple[str, float]]:
+    """The cell probes (`temp_1`..`temp_5`) among `probes` as (id, C); the MOSFET probe is
+    not a cell."""
+    return [(f"T{i}", float(metrics[f"temp_{i}"])) for i in probes if f"temp_{i}" in metrics]
 
 
 def _derate(maximum: float, factors: list[tuple[str, float]], off: bool) -> tuple[float, str]:
@@ -187,7 +198,7 @@ class ChargeController:
         if fresh:
             self._update_penalty(cells)
             self._update_mode(m, dt)
-        temps = [t for _, t in temperatures(m)]
+        temps = [t for _, t in temperatures(m, s.temperature_probes)]
         soc = float(m["soc"]) if "soc" in m else None
         charge_factors: list[tuple[str, float]] = []
         discharge_factors: list[tuple[str, float]] = []

@@ -145,7 +145,16 @@ class DerivedOutputs:
             pack = self.packs[name]
             limits = pack.controller.tick(now)
             pack.limits = limits
-            members.append(Member(name, pack.metrics, pack.online, limits, pack.warnings or {}))
+            members.append(
+                Member(
+                    name,
+                    pack.metrics,
+                    pack.online,
+                    limits,
+                    pack.warnings or {},
+                    pack.controller.settings.temperature_probes,
+                )
+            )
         return aggregate(bank.name, members)
 
     def bank_settings(self, bank: BankConfig) -> ChargeSettings:

@@ -87,8 +87,8 @@ class Extremes:
     max_temp_c: float | None = None
 
 
-def battery_extremes(metrics: Mapping[str, Number]) -> Extremes:
-    probes = temperatures(metrics)
+def battery_extremes(metrics: Mapping[str, Number], settings: ChargeSettings) -> Extremes:
+    probes = temperatures(metrics, settings.temperature_probes)
     low = min(probes, key=lambda p: p[1], default=None)
     high = max(probes, key=lambda p: p[1], default=None)
     return Extremes(
@@ -128,7 +128,7 @@ def alarms(
     bms = {key: any(warnings.get(w) for w in names) for key, names in BMS_ALARMS.items()}
     low = metrics.get("cell_v_min")
     high = metrics.get("cell_v_max")
-    temps = [t for _, t in temperatures(metrics)]
+    temps = [t for _, t in temperatures(metrics, settings.temperature_probes)]
     soc = metrics.get("soc")
     current = float(metrics.get("current", 0.0))
     delta = metrics.get("cell_v_delta")
@@ -199,7 +199,7 @@ def to_victron(
     stale = limits.mode in ("stale", "no_data")
     if modules is None:
         modules = Modules(0, 1, 1, 1) if stale else Modules()
-    where = extremes or battery_extremes(metrics)
+    where = extremes or battery_extremes(metrics, settings)
 
     def get(key: str) -> Number | None:
         return _get(metrics, key, stale)

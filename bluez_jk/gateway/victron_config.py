@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bluez_jk.gateway.charge_control import NUMBER_KEYS, TABLE_KEYS, ChargeSettings, Table
+from bluez_jk.gateway.charge_control import (
+    ALL_PROBES,
+    NUMBER_KEYS,
+    TABLE_KEYS,
+    ChargeSettings,
+    Table,
+)
 
 if TYPE_CHECKING:
     from bluez_jk.gateway.config import _Checker
@@ -37,7 +43,7 @@ VICTRON_RANGES: dict[str, tuple[float, float]] = {
 # Table x values: cell volts, degrees C or SOC %.
 TABLE_X_RANGE = (-100.0, 200.0)
 MAX_TABLE_POINTS = 32
-VICTRON_KEYS = ("enabled", *NUMBER_KEYS, *TABLE_KEYS)
+VICTRON_KEYS = ("enabled", *NUMBER_KEYS, *TABLE_KEYS, "temperature_probes")
 BANK_KEYS = ("name", "members", "victron")
 
 
@@ -110,6 +116,18 @@ def parse_victron(raw: Any, path: str, c: _Checker, default: VictronConfig) -> V
             table = _table(src[key], f"{path}.{key}", c.fail)
             if table is not None:
                 changes[key] = table
+    if "temperature_probes" in src:
+        probes = src["temperature_probes"]
+        if (
+            not isinstance(probes, list)
+            or not all(type(p) is int and 1 <= p <= len(ALL_PROBES) for p in probes)
+            or len(set(probes)) != len(probes)
+        ):
+            c.fail(
+                f"{path}.temperature_probes", "must be an array of distinct probe numbers 1 to 5"
+            )
+        else:
+            changes["temperature_probes"] = tuple(probes)
     settings = dataclasses.replace(default.settings, **changes)
     _check_order(settings, path, c.fail)
     return VictronConfig(
@@ -176,8 +194,3 @@ def _members(value: Any, path: str, c: _Checker, devices: Mapping[str, object]) 
     if len(set(value)) != len(value):
         c.fail(path, "names a device twice")
     return () if unknown else tuple(dict.fromkeys(value))
-
-
-def tables_as_lists(settings: ChargeSettings) -> dict[str, Sequence[Any]]:
-    """The tables as JSON arrays (for the docs and tests)."""
-    return {key: [list(p) for p in getattr(settings, key)] for key in TABLE_KEYS}

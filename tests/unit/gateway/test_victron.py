@@ -13,7 +13,8 @@ from bluez_jk.gateway.charge_control import ChargeController, ChargeSettings, Li
 from bluez_jk.gateway.victron import Modules, to_victron
 from tests.unit.gateway.packs import pack_metrics, with_cell
 
-DOCS = Path(__file__).resolve().parents[3] / "docs"
+# The reference page docs/mqtt.md, "`<base>/jk/<name>/victron`".
+MQTT_DOC = Path(__file__).resolve().parents[3] / "docs" / ("mqtt" + ".md")
 SETTINGS = ChargeSettings()
 
 # The keys dbus-mqtt-battery documents (its README "JSON structure", full example) plus the
@@ -58,7 +59,7 @@ TYPES: dict[str, tuple[type, ...]] = {
 
 def documented() -> dict[str, tuple[str, str]]:
     """key -> (unit, type) from the table of docs/mqtt.md's victron section."""
-    text = (DOCS / "mqtt.md").read_text(encoding="utf-8")
+    text = MQTT_DOC.read_text(encoding="utf-8")
     section = text.split("## `<base>/jk/<name>/victron`", 1)[1].split("| alarm |", 1)[0]
     rows = re.findall(r"^\| `([A-Za-z.<>]+)` \|([^|]*)\|([^|]*)\|", section, re.MULTILINE)
     return {key: (unit.strip(), kind.strip()) for key, unit, kind in rows if kind.strip()}
@@ -93,7 +94,7 @@ def test_the_documented_table_names_only_driver_keys() -> None:
 
 
 def _alarm_table() -> str:
-    text = (DOCS / "mqtt.md").read_text(encoding="utf-8")
+    text = MQTT_DOC.read_text(encoding="utf-8")
     return text.split("| alarm | 2 (alarm) when |", 1)[1].split("\n\n", 1)[0]
 
 
