@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +96,16 @@ def test_bad_victron_settings_are_named(victron: dict[str, Any], key: str, words
 def test_bad_banks_are_named(banks: Any, key: str, words: str) -> None:
     found = problems(config(banks=banks))
     assert any(k == key and words in message for k, message in found), found
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Victron Venus OS and banks", 1)[1]
+    block = re.search(r"```json\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    parsed = parse_config(json.loads(block.group(1)))
+    jk1, _, jk3 = parsed.devices
+    assert not jk1.victron.enabled
+    assert jk3.victron.enabled
+    assert jk3.victron.settings.temperature_probes == (1, 2)
+    assert parsed.banks[0].victron
