@@ -160,18 +160,21 @@ class ChargeController:
 
     def feed(self, metrics: Mapping[str, Number], now: float) -> Limits:
         """A successful read's metrics, at monotonic time `now`."""
+        # Absorption time counts from read to read: ticks in between must not shorten it.
+        since_read = 0.0 if self.fresh_at is None else max(0.0, now - self.fresh_at)
         self.metrics = dict(metrics)
         self.fresh_at = now
-        return self._step(now, fresh=True)
+        return self._step(now, since_read=since_read)
 
     def tick(self, now: float) -> Limits:
         """No new data: the limits as they stand at `now` (blocked once the grace is over)."""
-        return self._step(now, fresh=False)
+        return self._step(now, since_read=None)
 
     def stale(self, now: float) -> bool:
         return self.fresh_at is None or now - self.fresh_at > self.settings.stale_grace_s
 
-    def _step(self, now: float, *, fresh: bool) -> Limits:
+    def _step(self, now: float, *, since_read: float | None) -> Limits:
+        """`since_read`: seconds since the previous read when this is a new read, else None."""
         s = self.settings
         dt = 0.0 if self.last_at is None else max(0.0, now - self.last_at)
         self.last_at = now
@@ -195,9 +198,9 @@ class ChargeController:
             )
         m = self.metrics
         cells = cell_values(m)
-        if fresh:
+        if since_read is not None:
             self._update_penalty(cells)
-            self._update_mode(m, dt)
+            self._update_mode(m, since_read)
         temps = [t for _, t in temperatures(m, s.temperature_probes)]
         soc = float(m["soc"]) if "soc" in m else None
         charge_factors: list[tuple[str, float]] = []

@@ -204,3 +204,12 @@ def test_no_data_yet_blocks_and_has_no_voltage() -> None:
     assert (limits.mode, limits.cvl_v, limits.ccl_a, limits.dcl_a) == ("no_data", None, 0, 0)
     assert not limits.allow_charge
     assert not limits.allow_discharge
+
+
+def test_ticks_between_reads_do_not_shorten_the_absorption_time() -> None:
+    controller = ChargeController(DEFAULT)
+    controller.feed(at_target(), 0.0)
+    for t in range(10, 1000, 10):
+        controller.tick(t - 5.0)  # a bank or the repeat timer looks in between reads
+        limits = controller.feed(at_target(), float(t))
+    assert limits.mode == "float"
