@@ -70,6 +70,13 @@ def _finite(value: Any) -> bool:
     )
 
 
+def _shown(value: float) -> str:
+    """A number for a message, short even for a 4,000-digit integer (`:g` would overflow)."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return f"{value:g}"
+
+
 def _table(value: Any, path: str, fail: Callable[[str, str], None]) -> Table | None:
     shape = "an array of [x, fraction] pairs, x increasing, fraction 0 to 1"
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_TABLE_POINTS:
@@ -80,7 +87,8 @@ def _table(value: Any, path: str, fail: Callable[[str, str], None]) -> Table | N
         if not (isinstance(point, list) and len(point) == 2 and all(map(_finite, point))):
             fail(f"{path}[{index}]", f"must be [x, fraction], two numbers; {shape}")
             return None
-        x, y = float(point[0]), float(point[1])
+        x, y = point
+        # Compared before float(): float() of a 400-digit integer raises OverflowError.
         if not TABLE_X_RANGE[0] <= x <= TABLE_X_RANGE[1] or not 0.0 <= y <= 1.0:
             fail(
                 f"{path}[{index}]",
@@ -90,7 +98,7 @@ def _table(value: Any, path: str, fail: Callable[[str, str], None]) -> Table | N
         if points and x <= points[-1][0]:
             fail(f"{path}[{index}]", "x must be larger than the previous point's")
             return None
-        points.append((x, y))
+        points.append((float(x), float(y)))
     return tuple(points)
 
 
@@ -108,7 +116,7 @@ def parse_victron(raw: Any, path: str, c: _Checker, default: VictronConfig) -> V
         if not _finite(value):
             c.fail(f"{path}.{key}", "must be a finite number")
         elif not low <= value <= high:
-            c.fail(f"{path}.{key}", f"must be between {low:g} and {high:g}, got {value:g}")
+            c.fail(f"{path}.{key}", f"must be between {low:g} and {high:g}, got {_shown(value)}")
         else:
             changes[key] = float(value)
     for key in TABLE_KEYS:

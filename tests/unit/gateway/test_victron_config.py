@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bluez_jk.gateway.config import ConfigProblems, parse_config
 
@@ -63,6 +65,8 @@ def test_banks() -> None:
         ({"cell_voltage_float_v": 3.5}, "victron.cell_voltage_float_v", "at most"),
         ({"cell_voltage_limit_v": 3.4}, "victron.cell_voltage_limit_v", "at least"),
         ({"cvl": 55}, "victron.cvl", "unknown key"),
+        ({"stale_grace_s": 10**400}, "victron.stale_grace_s", "an integer of 401 digits"),
+        ({"charge_soc_table": [[10**400, 1]]}, "victron.charge_soc_table[0]", "x must be"),
     ],
 )
 def test_bad_victron_settings_are_named(victron: dict[str, Any], key: str, words: str) -> None:
@@ -109,3 +113,34 @@ def test_the_readme_example_is_a_valid_config() -> None:
     assert jk3.victron.enabled
     assert jk3.victron.settings.temperature_probes == (1, 2)
     assert parsed.banks[0].victron
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+VICTRON_KEY = st.sampled_from(
+    ["enabled", "max_charge_current_a", "stale_grace_s", "charge_soc_table",
+     "temperature_probes", "cell_voltage_float_v", "x"]
+)  # fmt: skip
+TABLE = st.lists(st.lists(st.floats() | st.integers(-300, 300), max_size=3), max_size=4)
+
+
+@settings(max_examples=200)
+@given(
+    st.dictionaries(VICTRON_KEY, JSONISH | TABLE, max_size=4),
+    st.lists(st.dictionaries(st.sampled_from(["name", "members", "victron"]), JSONISH), max_size=3),
+)
+def test_victron_and_banks_parse_or_name_the_key(victron: dict[str, Any], banks: Any) -> None:
+    """Any value is a config or problems that each name a key path, never a crash."""
+    error: ConfigProblems | None = None
+    try:
+        parse_config(config(victron=victron, banks=banks))
+    except ConfigProblems as err:
+        error = err
+    if error is not None:
+        assert error.problems
+        assert all(p.key for p in error.problems)
