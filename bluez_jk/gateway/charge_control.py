@@ -112,7 +112,8 @@ class Limits:
     mode: Mode
     allow_charge: bool
     allow_discharge: bool
-    # Which rule set the limit: "max", "cell_voltage", "temperature", "soc", "bms", "stale".
+    # Which rule set the limit: "max", "cell_voltage", "temperature", "soc", "bms", "ramp",
+    # "stale".
     charge_limited_by: str
     discharge_limited_by: str
     penalty_v: float
@@ -228,6 +229,9 @@ class ChargeController:
         dcl, discharge_by = _derate(s.max_discharge_current_a, discharge_factors, discharge_off)
         self.ccl_a = self._ramp(self.ccl_a, ccl, dt)
         self.dcl_a = self._ramp(self.dcl_a, dcl, dt)
+        # Still climbing towards the tables' value: the ramp is what limits now.
+        charge_by = "ramp" if self.ccl_a < ccl else charge_by
+        discharge_by = "ramp" if self.dcl_a < dcl else discharge_by
         return Limits(
             cvl_v=self._target_cvl(),
             ccl_a=round(self.ccl_a, 2),

@@ -213,3 +213,12 @@ def test_ticks_between_reads_do_not_shorten_the_absorption_time() -> None:
         controller.tick(t - 5.0)  # a bank or the repeat timer looks in between reads
         limits = controller.feed(at_target(), float(t))
     assert limits.mode == "float"
+
+
+def test_the_ramp_is_named_while_it_limits() -> None:
+    controller = ChargeController(DEFAULT)
+    controller.feed(pack_metrics(), 0.0)
+    limits = controller.feed(pack_metrics(), 30.0)
+    assert (limits.ccl_a, limits.charge_limited_by) == (30.0, "ramp")
+    limits = controller.feed(pack_metrics(), 200.0)
+    assert (limits.ccl_a, limits.charge_limited_by) == (100.0, "max")
