@@ -5,6 +5,7 @@ Then a pack goes silent: after the grace it is stale, left out of both limits an
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,21 @@ DEVICES: list[dict[str, Any]] = [
 ]
 # (SOC %, capacity Ah) per pack: the bank's SOC is (30*100 + 60*200 + 90*300) / 600 = 70.
 PACKS = [(30, 100.0), (60, 200.0), (90, 300.0)]
-GRACE_S = 3
+GRACE_S = 8  # jk2 is offline (5 s read timeout) before it is stale; margin under load
 
 
 def payload(message: Message) -> Any:
     return json.loads(message.payload)
 
 
-def wait_bank(probe: MqttProbe, match: Any, timeout_s: float) -> Message:
-    """The first bank `raw` that matches; on failure the last one seen, not every topic."""
+def wait_bank(
+    probe: MqttProbe, match: Any, timeout_s: float, after: float | None = None
+) -> Message:
+    """The first bank `raw` (received at or after `after`) that matches; on failure the last
+    one seen, not every topic."""
     try:
         return probe.wait_for(
-            lambda m: m.topic == "bms/jk/bank1/raw" and match(payload(m)), timeout_s
+            lambda m: m.topic == "bms/jk/bank1/raw" and match(payload(m)), timeout_s, after
         )
     except AssertionError:
         seen = probe.on_topic("bms/jk/bank1/raw")
@@ -126,13 +130,15 @@ def test_bank_of_three_with_one_pack_not_discharging(
         assert json.loads(discovery)["state_topic"] == "bms/jk/bank1/metrics"
 
         # jk2 stops answering: its reads time out, and after the grace it is stale.
+        faulted = time.monotonic()
         sim.set_fault("silent", address=MACS[1])
 
-        # Stale after the grace (3 s) already, offline once its read has timed out (5 s).
+        # Offline once its read has timed out (5 s), stale after the grace (8 s).
         stale_at = wait_bank(
             probe,
             lambda status: status["stale"] == ["jk2"] and not status["online"]["jk2"],
             timeout_s=40,
+            after=faulted,
         )
         raw = payload(stale_at)
         assert raw["excluded_from_charge"] == {"jk2": "stale"}
