@@ -47,45 +47,84 @@ class FaultKind:
     code there asks `FaultSet.active` / `FaultSet.fire` with the fault's (typed) name."""
 
     help: str
+    # Where the simulator asks about the fault (`Class.method`, kept true by a test).
+    acts_in: tuple[str, ...]
     on_arm: Callable[[ArmTarget], None] | None = None
 
 
 # The table of faults; a test keeps it and `FaultName` the same set.
 FAULTS: dict[FaultName, FaultKind] = {
-    "not-advertising": FaultKind("no device object; discovery never finds it"),
-    "uncached": FaultKind(
-        "no device object until discovery has run about 1 s", on_arm=lambda d: d.forget()
+    "not-advertising": FaultKind(
+        "no device object; discovery never finds it",
+        acts_in=("Device.start", "Device.advertising", "Device.scan_ended", "Device._establish"),
     ),
-    "in-progress": FaultKind("Connect answers org.bluez.Error.InProgress"),
-    "connect-abort": FaultKind("Connect answers Failed le-connection-abort-by-local"),
-    "no-services": FaultKind("connects, ServicesResolved never turns true"),
+    "uncached": FaultKind(
+        "no device object until discovery has run about 1 s",
+        acts_in=("Device.start", "Device.advertise"),
+        on_arm=lambda d: d.forget(),
+    ),
+    "in-progress": FaultKind(
+        "Connect answers org.bluez.Error.InProgress",
+        acts_in=("Device._connect",),
+    ),
+    "connect-abort": FaultKind(
+        "Connect answers Failed le-connection-abort-by-local",
+        acts_in=("Device._establish",),
+    ),
+    "no-services": FaultKind(
+        "connects, ServicesResolved never turns true",
+        acts_in=("Device._resolve",),
+    ),
     "notify-acquired": FaultKind(
         "another client holds notifications (NotPermitted 'Notify acquired') "
         "until the device disconnects",
+        acts_in=("Device.hold_notify_foreign",),
         on_arm=lambda d: d.hold_notify_foreign(),
     ),
-    "drop-mid-frame": FaultKind("the link drops halfway through a cell-info frame"),
-    "bad-crc": FaultKind("frames with a wrong checksum"),
+    "drop-mid-frame": FaultKind(
+        "the link drops halfway through a cell-info frame",
+        acts_in=("JkBms._send_loop",),
+    ),
+    "bad-crc": FaultKind(
+        "frames with a wrong checksum",
+        acts_in=("JkBms._send_frame",),
+    ),
     "junk": FaultKind(
         "AT noise, acks glued to frames, frames split across chunks",
+        acts_in=("JkBms.subscribed", "JkBms._send_loop"),
         on_arm=lambda d: d.on_subscribed(),  # the AT noise starts
     ),
-    "silent": FaultKind("connects and accepts writes, never notifies"),
-    "slow": FaultKind("a long gap between chunks (0.2 s with --timing real)"),
+    "silent": FaultKind(
+        "connects and accepts writes, never notifies",
+        acts_in=("JkBms.on_write",),
+    ),
+    "slow": FaultKind(
+        "a long gap between chunks (0.2 s with --timing real)",
+        acts_in=("JkBms._pace",),
+    ),
     "auth-required": FaultKind(
         "the BMS refuses the CCCD write: StartNotify unanswered while BlueZ "
-        "tries to pair; on --bluez 5.66 AcquireNotify never answers and wedges the notify"
+        "tries to pair; on --bluez 5.66 AcquireNotify never answers and wedges the notify",
+        acts_in=("Characteristic._refused_cccd",),
     ),
     "stale-cache": FaultKind(
         "the GATT cache holds a previous firmware's objects until RemoveDevice",
+        acts_in=("Device._new_gatt", "Device._resolve", "Device.remove"),
         on_arm=lambda d: d.use_stale_cache(),
     ),
     "left-connected": FaultKind(
         "a link left up by a previous process (Connected=true at start)",
+        acts_in=("Device.start",),
         on_arm=lambda d: d.force_link_soon(),
     ),
-    "stop-discovery-rejected": FaultKind("StopDiscovery answers InProgress"),
-    "ignore-writes": FaultKind("register writes are acknowledged but not applied"),
+    "stop-discovery-rejected": FaultKind(
+        "StopDiscovery answers InProgress",
+        acts_in=("Adapter._stop_discovery",),
+    ),
+    "ignore-writes": FaultKind(
+        "register writes are acknowledged but not applied",
+        acts_in=("JkBms._apply_register",),
+    ),
 }
 
 # One line per fault, for `jk-ble-sim --help`.
