@@ -26,12 +26,9 @@ class AdapterView(Protocol):
     """What a device reads of its adapter (bluez.Adapter; a Protocol so that the adapter's
     module may import this one and not the other way round)."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def present(self) -> bool: ...
+    name: str
+    path: str
+    present: bool
 
 
 class Device:

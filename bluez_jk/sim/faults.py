@@ -47,8 +47,9 @@ class FaultKind:
     code there asks `FaultSet.active` / `FaultSet.fire` with the fault's (typed) name."""
 
     help: str
-    # Where the simulator asks about the fault (`Class.method`, kept true by a test).
-    acts_in: tuple[str, ...]
+    # Where the simulator asks about the fault: `Class.method`s, space-separated (a test
+    # keeps this true).
+    acts_in: str
     on_arm: Callable[[ArmTarget], None] | None = None
 
 
@@ -56,74 +57,55 @@ class FaultKind:
 FAULTS: dict[FaultName, FaultKind] = {
     "not-advertising": FaultKind(
         "no device object; discovery never finds it",
-        acts_in=("Device.start", "Device.advertising", "Device.scan_ended", "Device._establish"),
+        "Device.start Device.advertising Device.scan_ended Device._establish",
     ),
     "uncached": FaultKind(
         "no device object until discovery has run about 1 s",
-        acts_in=("Device.start", "Device.advertise"),
+        "Device.start Device.advertise",
         on_arm=lambda d: d.forget(),
     ),
-    "in-progress": FaultKind(
-        "Connect answers org.bluez.Error.InProgress",
-        acts_in=("Device._connect",),
-    ),
+    "in-progress": FaultKind("Connect answers org.bluez.Error.InProgress", "Device._connect"),
     "connect-abort": FaultKind(
-        "Connect answers Failed le-connection-abort-by-local",
-        acts_in=("Device._establish",),
+        "Connect answers Failed le-connection-abort-by-local", "Device._establish"
     ),
-    "no-services": FaultKind(
-        "connects, ServicesResolved never turns true",
-        acts_in=("Device._resolve",),
-    ),
+    "no-services": FaultKind("connects, ServicesResolved never turns true", "Device._resolve"),
     "notify-acquired": FaultKind(
         "another client holds notifications (NotPermitted 'Notify acquired') "
         "until the device disconnects",
-        acts_in=("Device.hold_notify_foreign",),
+        "Device.hold_notify_foreign",
         on_arm=lambda d: d.hold_notify_foreign(),
     ),
     "drop-mid-frame": FaultKind(
-        "the link drops halfway through a cell-info frame",
-        acts_in=("JkBms._send_loop",),
+        "the link drops halfway through a cell-info frame", "JkBms._send_loop"
     ),
-    "bad-crc": FaultKind(
-        "frames with a wrong checksum",
-        acts_in=("JkBms._send_frame",),
-    ),
+    "bad-crc": FaultKind("frames with a wrong checksum", "JkBms._send_frame"),
     "junk": FaultKind(
         "AT noise, acks glued to frames, frames split across chunks",
-        acts_in=("JkBms.subscribed", "JkBms._send_loop"),
+        "JkBms.subscribed JkBms._send_loop",
         on_arm=lambda d: d.on_subscribed(),  # the AT noise starts
     ),
-    "silent": FaultKind(
-        "connects and accepts writes, never notifies",
-        acts_in=("JkBms.on_write",),
-    ),
-    "slow": FaultKind(
-        "a long gap between chunks (0.2 s with --timing real)",
-        acts_in=("JkBms._pace",),
-    ),
+    "silent": FaultKind("connects and accepts writes, never notifies", "JkBms.on_write"),
+    "slow": FaultKind("a long gap between chunks (0.2 s with --timing real)", "JkBms._pace"),
     "auth-required": FaultKind(
         "the BMS refuses the CCCD write: StartNotify unanswered while BlueZ "
         "tries to pair; on --bluez 5.66 AcquireNotify never answers and wedges the notify",
-        acts_in=("Characteristic._refused_cccd",),
+        "Characteristic._refused_cccd",
     ),
     "stale-cache": FaultKind(
         "the GATT cache holds a previous firmware's objects until RemoveDevice",
-        acts_in=("Device._new_gatt", "Device._resolve", "Device.remove"),
+        "Device._new_gatt Device._resolve Device.remove",
         on_arm=lambda d: d.use_stale_cache(),
     ),
     "left-connected": FaultKind(
         "a link left up by a previous process (Connected=true at start)",
-        acts_in=("Device.start",),
+        "Device.start",
         on_arm=lambda d: d.force_link_soon(),
     ),
     "stop-discovery-rejected": FaultKind(
-        "StopDiscovery answers InProgress",
-        acts_in=("Adapter._stop_discovery",),
+        "StopDiscovery answers InProgress", "Adapter._stop_discovery"
     ),
     "ignore-writes": FaultKind(
-        "register writes are acknowledged but not applied",
-        acts_in=("JkBms._apply_register",),
+        "register writes are acknowledged but not applied", "JkBms._apply_register"
     ),
 }
 
