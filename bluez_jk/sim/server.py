@@ -204,13 +204,16 @@ class Simulator:
     def armed_faults(self) -> list[str]:
         return self.faults.describe()
 
-    async def set_adapter_present(self, name: str, present: bool) -> None:
-        """The "adapter gone" control (a USB dongle pulled and plugged in again)."""
-        adapter = self.adapters[name]
+    async def set_adapter_present(self, name: str, present: bool) -> bool:
+        """The "adapter gone" control; False if there is no adapter of that name."""
+        adapter = self.adapters.get(name)
+        if adapter is None:
+            return False
         if present:
             adapter.appear()
         else:
             await adapter.vanish()
+        return True
 
     def _client_left(self, unique_name: str) -> None:
         """BlueZ's disconnect watches: a client's discovery and notify sessions end with it."""
