@@ -212,9 +212,9 @@ class Gateway:
             link.publish(self.topic(state.name, "metrics"), _dumps(metrics))
         link.set_retained(self.topic(state.name, "online"), b"true" if ok else b"false")
         self.publish_meta(state)
-        now = self.scheduler.clock.now()
         warnings = reading["status"].get("warnings") or {}
-        self._publish_derived(self.derived.on_reading(state.name, metrics, warnings, now))
+        now = self.scheduler.clock.now()
+        self._publish_derived(lambda: self.derived.on_reading(state.name, metrics, warnings, now))
         if ok and self.config.homeassistant.enabled:
             self._publish_discovery(state.name, reading)
 
@@ -240,7 +240,14 @@ class Gateway:
             )
         return True
 
-    def _publish_derived(self, messages: list[Message]) -> None:
+    def _publish_derived(self, produce: Callable[[], list[Message]]) -> None:
+        """Publish what the Victron/bank outputs produce; a bug there is logged and must not
+        stop the readings or the other devices."""
+        try:
+            messages = produce()
+        except Exception:
+            log.exception("victron/bank outputs failed")
+            return
         for message in messages:
             link = self.links[message.device] if message.device else self.gateway_link
             if message.retained:
@@ -251,7 +258,7 @@ class Gateway:
     async def _derived_ticks(self) -> None:
         while self.derived.active:
             await asyncio.sleep(TICK_S)
-            self._publish_derived(self.derived.tick(self.scheduler.clock.now()))
+            self._publish_derived(lambda: self.derived.tick(self.scheduler.clock.now()))
 
     def _publish_discovery(self, name: str, reading: Reading) -> None:
         ha = self.config.homeassistant
@@ -503,7 +510,7 @@ class Gateway:
             # Not online until a read succeeds (docs/mqtt.md: online = last read succeeded).
             self.links[state.name].set_retained(self.topic(state.name, "online"), b"false")
             self.publish_meta(state)
-        self._publish_derived(self.derived.startup())
+        self._publish_derived(self.derived.startup)
         for link in [self.gateway_link, *self.links.values()]:
             link.start()
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
@@ -535,7 +542,7 @@ class Gateway:
                 await self.settled()  # a cmd/config being saved still gets its result out
         for name, link in self.links.items():
             link.set_retained(self.topic(name, "online"), b"false")
-        self._publish_derived(self.derived.offline())
+        self._publish_derived(self.derived.offline)
         self.gateway_link.set_retained(f"{self.base}/gateway/online", b"false")
         links = [self.gateway_link, *self.links.values()]
         await asyncio.gather(*(link.close(SHUTDOWN_MQTT_S) for link in links))
