@@ -3,10 +3,13 @@ members left out of the CCL/DCL (switched off, stale) and named."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bluez_jk.gateway.bank import Member, aggregate, weighted
 from bluez_jk.gateway.charge_control import ChargeController, ChargeSettings
+from bluez_jk.gateway.discovery import bank_discovery_configs
 from tests.unit.gateway.packs import pack_metrics, with_cell
 
 SETTINGS = ChargeSettings()
@@ -164,3 +167,24 @@ def test_the_cvl_is_the_lowest_of_the_packs_that_charge() -> None:
     view = aggregate("bank1", [off, packs[1], packs[2]])
     assert view.limits.cvl_v == pytest.approx(55.2)  # a pack that cannot charge does not count
     assert view.status["excluded_from_charge"] == {"jk1": "charging off"}
+
+
+def test_bank_discovery_has_an_entity_per_metrics_key_and_the_banks_availability() -> None:
+    view = aggregate("bank1", three_packs(discharging_off="jk3"))
+    configs = bank_discovery_configs(
+        "bank1",
+        view.metrics,
+        members=("jk1", "jk2", "jk3"),
+        base_topic="bms",
+        prefix="homeassistant",
+        node_id="pi",
+    )
+    by_object = {topic.split("/")[3]: json.loads(payload) for topic, payload in configs.items()}
+    for wanted in ("bank1_state_of_charge", "bank1_discharge_current_limit", "bank1_current"):
+        assert wanted in by_object
+    dcl = by_object["bank1_discharge_current_limit"]
+    assert dcl["state_topic"] == "bms/jk/bank1/metrics"
+    assert dcl["value_template"] == "{{ value_json.dcl }}"
+    assert dcl["availability"][0]["topic"] == "bms/jk/bank1/online"
+    assert dcl["device"]["identifiers"] == ["bluez_jk_bank_pi_bank1"]
+    assert "bank1_mosfet_temperature" not in by_object  # no such bank metric
