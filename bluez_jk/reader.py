@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
@@ -163,12 +164,14 @@ class Reader:
         except asyncio.CancelledError:
             # Kept (filled below) for a caller that cancelled us and still reports (jk-ble-read
             # on Ctrl-C), with the stage the read had really reached.
-            reading["error"] = Interrupted("interrupted", stage=session.stage).to_info()
+            reading["error"] = Interrupted("interrupted", stage=session.stage.published).to_info()
             self.interrupted = reading
             raise
         except Exception as err:  # the boundary: anything unexpected leaves as a typed error
             log.exception("read failed unexpectedly name=%s", req.name)
-            reading["error"] = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
+            reading["error"] = BusError(
+                f"internal error: {err!r}", stage=session.stage.published
+            ).to_info()
         finally:
             session.fill(reading)
             reading["duration_s"] = round(time.monotonic() - started, 3)
@@ -283,6 +286,40 @@ _STUCK_AFTER_RESET = (
 )
 
 
+class SessionStage(StrEnum):
+    """Where a read session is. The value is what an error raised there publishes as its
+    `stage` (one of errors.Stage, a contract of the Reading and MQTT: docs/design.md)."""
+
+    BUS = "bus"
+    ADAPTER = "adapter"
+    LOCK = "lock"
+    DISCOVER = "discover"
+    CONNECT = "connect"
+    RESOLVE = "resolve"
+    PAIR = "pair"
+    SUBSCRIBE = "subscribe"
+    WRITE = "write"
+    COLLECT = "collect"
+
+    @property
+    def published(self) -> Stage:
+        # mypy checks that every value is one of the Literal's.
+        return self.value
+
+
+# Stages at which the BMS is connected and subscribed: a deadline there is about the frames.
+_TALKING = frozenset({SessionStage.SUBSCRIBE, SessionStage.WRITE, SessionStage.COLLECT})
+# What a read that ran out of time elsewhere failed with, if no attempt failed before.
+_DEADLINE_ERRORS: dict[SessionStage, type[JkError]] = {
+    SessionStage.BUS: BusError,
+    SessionStage.ADAPTER: BusError,
+    SessionStage.LOCK: Busy,
+    SessionStage.DISCOVER: DeviceNotFound,
+    SessionStage.CONNECT: ConnectFailed,
+    SessionStage.RESOLVE: ServicesNotResolved,
+}
+
+
 class _Session:
     def __init__(
         self,
@@ -298,7 +335,7 @@ class _Session:
         self.req = req
         self.decoder = StreamDecoder(req.protocol)
         self.collector = _Collector(self.decoder, capture)
-        self.stage: Stage = "bus"
+        self._stage = SessionStage.BUS
         self.last_error: JkError | None = None
         self.model_nbr: str | None = None
         self.adapter: str | None = req.adapter
@@ -322,6 +359,16 @@ class _Session:
         self.adapter_obj: str | None = None
         self.paired: bool | None = None  # Device1.Paired once connected
         self.paired_now = False  # this read paired
+
+    @property
+    def stage(self) -> SessionStage:
+        return self._stage
+
+    def _enter(self, stage: SessionStage) -> None:
+        """The one place the session changes stage."""
+        if stage is not self._stage:
+            log.debug("stage %s -> %s name=%s", self._stage, stage, self.req.name)
+        self._stage = stage
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
@@ -372,7 +419,7 @@ class _Session:
         while True:
             try:
                 if bus is None or pending == "reconnect_bus":
-                    self.stage = "bus"
+                    self._enter(SessionStage.BUS)
                     bus = await self.reader._get_bus(
                         failed=bus if pending == "reconnect_bus" else None
                     )
@@ -401,7 +448,7 @@ class _Session:
                 )
                 if decision.action == "give_up":
                     if isinstance(err, NotifyAcquired) and await self._wedged(bus, adapter_obj):
-                        err = NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage)
+                        err = NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage.published)
                     if isinstance(err, NotifyStuck):
                         await self._keep_wedged(bus, adapter_obj)
                         raise err from self.last_error
@@ -437,7 +484,9 @@ class _Session:
             return False
         dev_obj = device_path(adapter_obj, self.req.address)
         try:
-            objects = await bus.managed_objects(stage=self.stage, timeout_s=self.bound(2.0))
+            objects = await bus.managed_objects(
+                stage=self.stage.published, timeout_s=self.bound(2.0)
+            )
         except JkError:
             return False
         device = objects.get(dev_obj, {}).get("org.bluez.Device1", {})
@@ -456,7 +505,7 @@ class _Session:
             self._timeout.reschedule(self.deadline)
 
     async def _resolve_adapter(self, bus: BluezBus) -> str:
-        self.stage = "adapter"
+        self._enter(SessionStage.ADAPTER)
         # A busy bluetoothd (a Pi Zero, many devices in range) takes seconds for this.
         objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
@@ -466,7 +515,7 @@ class _Session:
     async def _take_lock(self) -> None:
         if self.locked or self.adapter is None:
             return
-        self.stage = "lock"
+        self._enter(SessionStage.LOCK)
         await self._lock.enter_async_context(AdapterLock(self.adapter, self.time_left()))
         self.locked = True
 
@@ -485,7 +534,7 @@ class _Session:
         if self.subscribing:
             return self._unanswered_subscription()
         left = f"within {self.req.timeout_s:.1f} s"
-        if self.stage in ("subscribe", "write", "collect"):
+        if self.stage in _TALKING:
             got = self.decoder.got
             missing = ", ".join(k for k in ("device_info", "cell_info", "settings") if not got[k])
             if isinstance(self.last_error, Disconnected):
@@ -497,20 +546,14 @@ class _Session:
                     stage="collect",
                 )
             if self.collector.chunks == 0:
-                return Timeout(f"the BMS sent nothing {left}", stage=self.stage)
-            return Timeout(f"missing {missing} {left}", stage=self.stage)
+                return Timeout(f"the BMS sent nothing {left}", stage=self.stage.published)
+            return Timeout(f"missing {missing} {left}", stage=self.stage.published)
         if self.last_error is not None:
             return self.last_error
-        defaults: dict[str, type[JkError]] = {
-            "bus": BusError,
-            "adapter": BusError,
-            "lock": Busy,
-            "discover": DeviceNotFound,
-            "connect": ConnectFailed,
-            "resolve": ServicesNotResolved,
-        }
-        cls = defaults.get(self.stage, Timeout)
-        return cls(stage_timeout_message(self.stage, left, self.adapter), stage=self.stage)
+        cls = _DEADLINE_ERRORS.get(self.stage, Timeout)
+        return cls(
+            stage_timeout_message(self.stage, left, self.adapter), stage=self.stage.published
+        )
 
     async def _attempt(self, bus: BluezBus, adapter_obj: str, pending: Action | None) -> None:
         stack = AsyncExitStack()
@@ -524,12 +567,12 @@ class _Session:
     ) -> None:
         timing = self.reader.timing
         dev_obj = device_path(adapter_obj, self.req.address)
-        self.stage = "connect"
+        self._enter(SessionStage.CONNECT)
         watch = await stack.enter_async_context(watch_device(bus, adapter_obj, dev_obj))
         if pending in ("reset_cache", "reset_link") and watch.connected:
             await disconnect(bus, watch, self.bound(timing.disconnect_s))
         if pending == "reset_cache" and watch.exists:
-            self.stage = "resolve"
+            self._enter(SessionStage.RESOLVE)
             if await self._wedged(bus, adapter_obj):
                 # RemoveDevice on a wedged FFE1 crashes bluetoothd 5.66 (fact 16).
                 raise NotifyStuck(_STUCK_AFTER_RESET, stage="resolve")
@@ -537,7 +580,7 @@ class _Session:
             await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
         if not watch.exists:
             await self._discover(bus, adapter_obj, watch)
-        self.stage = "connect"
+        self._enter(SessionStage.CONNECT)
         if watch.connected:
             # Nobody else may use the adapter while we hold its lock: this link was left by
             # a predecessor that died (docs/bluez.md fact 5). Reuse it and release it at the end.
@@ -545,13 +588,13 @@ class _Session:
         if pending == "repair" and watch.exists:
             # The BMS forgot the bond (reset, paired with another host): BlueZ's half of it
             # is stale. Removing the device deletes it; then discover, connect, pair anew.
-            self.stage = "pair"
+            self._enter(SessionStage.PAIR)
             if watch.connected:
                 await disconnect(bus, watch, self.bound(timing.disconnect_s))
             await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
             await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
             await self._discover(bus, adapter_obj, watch)
-            self.stage = "connect"
+            self._enter(SessionStage.CONNECT)
         # Registered before Connect: a Connect abandoned on our side stays pending in
         # bluetoothd and only a Disconnect cancels it (docs/bluez.md fact 4).
         stack.push_async_callback(disconnect, bus, watch, timing.disconnect_s)
@@ -562,7 +605,7 @@ class _Session:
                 # BlueZ flaps Connected after an abort; retry only once it settled (bleak#1255).
                 await watch.wait_for(lambda w: not w.connected, self.bound(2.0))
                 raise
-        self.stage = "resolve"
+        self._enter(SessionStage.RESOLVE)
         # Leave room in the read for the stale-cache cure (RemoveDevice + a second try).
         services_s = min(timing.services_s, max(self.req.timeout_s * 0.4, 1.0))
         await wait_services_resolved(watch, self.bound(services_s))
@@ -577,7 +620,7 @@ class _Session:
             self.model_nbr = await read_model_number(
                 bus, chars.model_number, self.bound(timing.model_read_s)
             )
-        self.stage = "subscribe"
+        self._enter(SessionStage.SUBSCRIBE)
         await self._subscribe(stack, bus, chars)
         watch.listeners.append(self.collector.changed.set)
         await self._handshake(bus, chars, watch)
@@ -597,7 +640,7 @@ class _Session:
         )
 
     async def _pair(self, bus: BluezBus, watch: DeviceWatch) -> None:
-        self.stage = "pair"
+        self._enter(SessionStage.PAIR)
         # Trusted first: a failed pairing then does not turn the device temporary again.
         try:
             await keep_device(bus, watch.path, self.bound(self.reader.timing.call_s))
@@ -626,7 +669,7 @@ class _Session:
         if self._timeout is not None:
             self._timeout.reschedule(None)
         self.streamed = True
-        self.stage = "collect"
+        self._enter(SessionStage.COLLECT)
         loop = asyncio.get_running_loop()
         assembler = self.decoder.assembler
         # A BMS can fall silent without the link dropping (hung firmware): the values held
@@ -655,7 +698,7 @@ class _Session:
                     pass
 
     async def _discover(self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch) -> None:
-        self.stage = "discover"
+        self._enter(SessionStage.DISCOVER)
         scan_s = self.bound(self.req.scan_timeout_s)
         found = await discover_device(bus, adapter_obj, watch.path, self.req.address, scan_s)
         if not found or not await watch.wait_for(lambda w: w.exists, self.bound(1.0)):
@@ -703,9 +746,9 @@ class _Session:
             return int(assembler.frames) + int(assembler.corrupt)
 
         async def send(code: int) -> tuple[float, int]:
-            self.stage = "write"
+            self._enter(SessionStage.WRITE)
             await write_command(bus, chars.write, command(code), self.bound(timing.call_s))
-            self.stage = "collect"
+            self._enter(SessionStage.COLLECT)
             return loop.time(), frames_seen()
 
         code = CMD_DEVICE_INFO

@@ -28,7 +28,7 @@ from bluez_jk.errors import BusError, ErrorInfo, JkError, ProtocolError
 from bluez_jk.protocol import CMD_CELL_INFO, REGISTERS, command
 from bluez_jk.protocol.commands import write_command as register_frame
 from bluez_jk.protocol.errors import FrameError
-from bluez_jk.reader import Reader, ReadRequest, _Session
+from bluez_jk.reader import Reader, ReadRequest, SessionStage, _Session
 from bluez_jk.reading import ProtocolName, Reading, new_reading
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class _WriteSession(_Session):
                 raise _NotWritable(str(err)) from err
             out.protocol, out.frame = protocol, frame
             out.before = self.decoder.status["settings"].get(out.key)
-            self.stage = "write"
+            self._enter(SessionStage.WRITE)
             # Counted as written before the call returns: a lost reply may hide a write that
             # reached the BMS, and a second write is never sent.
             out.written = True
@@ -95,9 +95,9 @@ class _WriteSession(_Session):
         for attempt in range(READBACK_TRIES):
             await asyncio.sleep(SETTLE_S * (attempt + 1))
             self.decoder.got["settings"] = False
-            self.stage = "write"
+            self._enter(SessionStage.WRITE)
             await write_command(bus, chars.write, command(CMD_CELL_INFO), self.bound(5.0))
-            self.stage = "collect"
+            self._enter(SessionStage.COLLECT)
             sent_at = loop.time()
             while not self.decoder.got["settings"]:
                 if self.collector.ended or not watch.connected or not watch.exists:
@@ -141,7 +141,9 @@ async def write_and_verify(
         outcome.error = err.to_info()
     except Exception as err:  # the boundary, as in Reader.read
         log.exception("write failed unexpectedly name=%s", req.name)
-        outcome.error = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
+        outcome.error = BusError(
+            f"internal error: {err!r}", stage=session.stage.published
+        ).to_info()
     finally:
         session.fill(reading)
         outcome.duration_s = reading["duration_s"] = round(time.monotonic() - started, 3)
