@@ -102,6 +102,16 @@ class Timing:
     subscribe_s: float = 5.0  # StartNotify / AcquireNotify
 
 
+@dataclass
+class DeviceMemory:
+    """What a Reader learnt about each BMS (by address), for its later sessions."""
+
+    # AcquireNotify refused once -> StartNotify for this device from then on.
+    notify_modes: dict[str, NotifyMode] = field(default_factory=dict)
+    # BMS that had to pair once: later reads pair before they subscribe.
+    needs_pairing: set[str] = field(default_factory=set)
+
+
 class Reader:
     """Reads JK-BMS devices over one system-bus connection, reopened when it is lost.
 
@@ -113,10 +123,7 @@ class Reader:
         self.limits = limits or Limits()
         self._bus: BluezBus | None = None
         self._bus_guard = asyncio.Lock()
-        # AcquireNotify refused once -> StartNotify for this device from then on.
-        self._notify_modes: dict[str, NotifyMode] = {}
-        # BMS that had to pair once: later reads pair before they subscribe.
-        self._needs_pairing: set[str] = set()
+        self.memory = DeviceMemory()
         self.interrupted: Reading | None = None
 
     async def __aenter__(self) -> Reader:
@@ -136,13 +143,13 @@ class Reader:
             self._bus = None
 
     def notify_mode(self, address: str) -> NotifyMode | None:
-        return self._notify_modes.get(address)
+        return self.memory.notify_modes.get(address)
 
     async def default_notify_mode(self) -> NotifyMode:
         """What `notify_mode: auto` means on this machine's BlueZ (bluez/version.py)."""
         return default_notify_mode(await bluez_version())
 
-    async def _get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
+    async def get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
         """The shared connection; a new one when it is closed or is the one that `failed`
         (another session may already have replaced it)."""
         async with self._bus_guard:
@@ -420,7 +427,7 @@ class _Session:
             try:
                 if bus is None or pending == "reconnect_bus":
                     self._enter(SessionStage.BUS)
-                    bus = await self.reader._get_bus(
+                    bus = await self.reader.get_bus(
                         failed=bus if pending == "reconnect_bus" else None
                     )
                 self.bus = bus
@@ -455,13 +462,13 @@ class _Session:
                     raise
                 if decision.action in ("pair", "repair"):
                     # Remembered: the next reads of this BMS pair before they subscribe.
-                    self.reader._needs_pairing.add(self.req.address)
+                    self.reader.memory.needs_pairing.add(self.req.address)
                 if decision.action == "start_notify":
                     if self.req.notify_mode == "acquire":
                         raise
                     self.mode = "start"
                     if self.req.notify_mode == "auto":
-                        self.reader._notify_modes[self.req.address] = "start"
+                        self.reader.memory.notify_modes[self.req.address] = "start"
                 pending = decision.action
                 if decision.delay_s:
                     await asyncio.sleep(decision.delay_s)
@@ -636,7 +643,7 @@ class _Session:
             pending in ("pair", "repair")
             or self.req.pair
             or self.req.passkey is not None
-            or self.req.address in self.reader._needs_pairing
+            or self.req.address in self.reader.memory.needs_pairing
         )
 
     async def _pair(self, bus: BluezBus, watch: DeviceWatch) -> None:
