@@ -314,15 +314,8 @@ class Reader:
         started = time.monotonic()
         reading = new_reading(req.name, req.address, req.adapter)
         mode = await self.default_notify_mode()
-        session = _Session(
-            self,
-            req,
-            conversation,
-            mode,
-            capture=capture,
-            on_reading=on_reading,
-            interval_s=interval_s,
-        )
+        follow = None if on_reading is None else _Follow(on_reading, interval_s)
+        session = _Session(self, req, conversation, mode, capture=capture, follow=follow)
         try:
             await session.run()
         except JkError as err:
@@ -458,6 +451,31 @@ class _Budget:
         return max(min(limit_s, self.left()), 0.05)
 
 
+class _AdapterLockHold:
+    """A session's adapter lock: taken once the adapter is known, held to the end of the
+    session; `follow` gives it back while it only listens to the stream."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self.held = False
+
+    async def take(self, adapter: str, timeout_s: float) -> None:
+        await self._stack.enter_async_context(AdapterLock(adapter, timeout_s))
+        self.held = True
+
+    async def release(self) -> None:
+        await self._stack.aclose()
+        self.held = False
+
+
+@dataclass(frozen=True)
+class _Follow:
+    """`follow`'s part of a session: after the handshake, stay and hand out Readings."""
+
+    on_reading: Callable[[Reading], None]
+    interval_s: float
+
+
 class _Session:
     """One read: lock the adapter, find and connect the device, resolve GATT, subscribe, then
     the conversation (and for `follow` the stream), retried as `bluez.recovery.decide` says
@@ -471,8 +489,7 @@ class _Session:
         default_mode: NotifyMode,
         *,
         capture: Capture | None = None,
-        on_reading: Callable[[Reading], None] | None = None,
-        interval_s: float = 0.0,
+        follow: _Follow | None = None,
     ) -> None:
         self.reader = reader
         self.req = req
@@ -490,12 +507,8 @@ class _Session:
             if req.notify_mode != "auto"
             else reader.notify_mode(req.address) or default_mode
         )
-        # The adapter lock, held from the adapter's resolution to the end of the session;
-        # `follow` gives it back while it only listens to the stream.
-        self._lock = AsyncExitStack()
-        self.locked = False
-        self.on_reading = on_reading
-        self.interval_s = interval_s
+        self.lock = _AdapterLockHold()
+        self.follow = follow
         self.streamed = False
         self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
         self.bus: BluezBus | None = None
@@ -543,7 +556,7 @@ class _Session:
                 await self._keep_wedged()
             raise err from None
         finally:
-            await self._lock.aclose()
+            await self.lock.release()
 
     async def _run(self) -> None:
         tried = Tried(may_pair=self.req.pairing != "never")
@@ -654,15 +667,10 @@ class _Session:
         return adapter_obj
 
     async def _take_lock(self) -> None:
-        if self.locked or self.adapter is None:
+        if self.lock.held or self.adapter is None:
             return
         self._enter(SessionStage.LOCK)
-        await self._lock.enter_async_context(AdapterLock(self.adapter, self.budget.left()))
-        self.locked = True
-
-    async def _release_lock(self) -> None:
-        await self._lock.aclose()
-        self.locked = False
+        await self.lock.take(self.adapter, self.budget.left())
 
     def _unanswered_subscription(self) -> JkError:
         """AcquireNotify / StartNotify without an answer: what BlueZ 5.66 does when the BMS
@@ -728,8 +736,8 @@ class _Session:
             self.budget.bound,
         )
         await self.conversation(link)
-        if self.on_reading is not None:
-            await self._stream(link)
+        if self.follow is not None:
+            await self._stream(link, self.follow)
 
     async def _find(
         self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch, pending: Action | None
@@ -821,11 +829,10 @@ class _Session:
         await pair_device(bus, watch.path, self.req.address, self.req.passkey, pair_s)
         self.paired = True
 
-    async def _stream(self, link: Link) -> None:
+    async def _stream(self, link: Link, follow: _Follow) -> None:
         """`follow`: stay connected and hand out a Reading every `interval_s` from the BMS's
         own cell-info stream, until the link drops (LinkLost) or the caller cancels."""
-        assert self.on_reading is not None
-        await self._release_lock()
+        await self.lock.release()
         self.budget.suspend()
         self.streamed = True
         self._enter(SessionStage.COLLECT)
@@ -834,7 +841,7 @@ class _Session:
         # A BMS can fall silent without the link dropping (hung firmware): the values held
         # here then freeze. A snapshot goes out only when a frame arrived since the last one,
         # and a stream silent for `stale_s` ends the session (an error Reading, a reconnect).
-        stale_s = follow_stale_s(self.interval_s, self.req.timeout_s)
+        stale_s = follow_stale_s(follow.interval_s, self.req.timeout_s)
         published = -1
         last_frame_at = loop.time()
         while True:
@@ -842,10 +849,10 @@ class _Session:
             if frames != published:
                 published = frames
                 last_frame_at = loop.time()
-                self.on_reading(self.snapshot())
+                follow.on_reading(self.snapshot())
             elif loop.time() - last_frame_at >= stale_s:
                 raise Timeout(f"the BMS sent no frame for {stale_s:g} s", stage="collect")
-            next_at = min(loop.time() + self.interval_s, last_frame_at + stale_s)
+            next_at = min(loop.time() + follow.interval_s, last_frame_at + stale_s)
             while loop.time() < next_at:
                 link.check_connected("following the stream")
                 await link.wait(next_at)
