@@ -3,6 +3,11 @@ GATT, subscribe, 0x97 then 0x96, collect device info, settings and cell info unt
 `timeout_s`, and always clean up (docs/design.md, "Concurrency and cleanup").
 
 BlueZ trouble is handled by `bluez.recovery.decide`; this module only carries its decisions out.
+
+Where a session is, is a `SessionStage`, changed only by `_Session._enter`; its value is the
+published `stage` of an error raised there. What the session says to the subscribed BMS is a
+conversation over a `Link`: `handshake` for a read, writer.py's for a verified write.
+`Reader.run_session` is the one error boundary around a session.
 """
 
 from __future__ import annotations
