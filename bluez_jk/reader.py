@@ -153,7 +153,7 @@ class Link:
     collector: _Collector
     timing: Timing
     enter: Callable[[SessionStage], None]  # the session's stage transition
-    bound: Callable[[float], float]  # a step's limit, cut to the time left in the session
+    budget: Budget  # the session's time: `bound` a step's limit, `left` until the deadline
 
     @property
     def complete(self) -> bool:
@@ -167,7 +167,7 @@ class Link:
     async def send(self, frame: bytes, limit_s: float | None = None) -> None:
         """Write `frame` to the BMS (bounded by `limit_s`, by default `timing.call_s`)."""
         call_s = self.timing.call_s if limit_s is None else limit_s
-        await write_command(self.bus, self.chars.write, frame, self.bound(call_s))
+        await write_command(self.bus, self.chars.write, frame, self.budget.bound(call_s))
 
     async def command(self, code: int, limit_s: float | None = None) -> None:
         """Send command `code`; the session then collects its answer."""
@@ -424,7 +424,7 @@ _DEADLINE_ERRORS: dict[SessionStage, type[JkError]] = {
 }
 
 
-class _Budget:
+class Budget:
     """A session's time: one deadline, `timeout_s` after the start (again after a followed
     stream dropped), that every step's own limit is cut to."""
 
@@ -502,7 +502,7 @@ class _Session:
         self.decoder = StreamDecoder(req.protocol)
         self.collector = _Collector(self.decoder, capture)
         self._stage = SessionStage.BUS
-        self.budget = _Budget(req.timeout_s)
+        self.budget = Budget(req.timeout_s)
         self.last_error: JkError | None = None
         self.model_nbr: str | None = None
         self.adapter: str | None = req.adapter
@@ -738,7 +738,7 @@ class _Session:
             self.collector,
             self.reader.timing,
             self._enter,
-            self.budget.bound,
+            self.budget,
         )
         await self.conversation(link)
         if self.follow is not None:
