@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bluez_jk.gateway.charge_control import (
     ALL_PROBES,
@@ -20,8 +20,28 @@ from bluez_jk.gateway.charge_control import (
     Table,
 )
 
-if TYPE_CHECKING:
-    from bluez_jk.gateway.config import _Checker
+
+class Checker(Protocol):
+    """What this module needs of config.py's problem collector (config.py imports this
+    module, so it is described here rather than imported)."""
+
+    def fail(self, key: str, reason: str) -> None: ...
+
+    def obj(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any] | None: ...
+
+    def boolean(self, src: Mapping[str, Any], key: str, path: str, default: bool) -> bool: ...
+
+    def text(
+        self,
+        src: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: str | None,
+        *,
+        nullable: bool = True,
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None: ...
+
 
 # (low, high) inclusive, for every number of ChargeSettings.
 VICTRON_RANGES: dict[str, tuple[float, float]] = {
@@ -102,7 +122,7 @@ def _table(value: Any, path: str, fail: Callable[[str, str], None]) -> Table | N
     return tuple(points)
 
 
-def parse_victron(raw: Any, path: str, c: _Checker, default: VictronConfig) -> VictronConfig:
+def parse_victron(raw: Any, path: str, c: Checker, default: VictronConfig) -> VictronConfig:
     """`victron` at the top level or per device; a per-device key replaces the global one."""
     src = c.obj(raw, path, VICTRON_KEYS)
     if src is None:
@@ -155,7 +175,7 @@ def _check_order(s: ChargeSettings, path: str, fail: Callable[[str, str], None])
 
 
 def parse_banks(
-    raw: Any, c: _Checker, devices: Mapping[str, object], check_name: Callable[[str], str | None]
+    raw: Any, c: Checker, devices: Mapping[str, object], check_name: Callable[[str], str | None]
 ) -> tuple[BankConfig, ...]:
     """`banks`: each a name not used by a device, members that are devices, each in one bank."""
     if raw is None:
@@ -192,7 +212,7 @@ def parse_banks(
     return tuple(banks)
 
 
-def _members(value: Any, path: str, c: _Checker, devices: Mapping[str, object]) -> tuple[str, ...]:
+def _members(value: Any, path: str, c: Checker, devices: Mapping[str, object]) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         c.fail(path, "must be a non-empty array of device names")
         return ()
