@@ -132,42 +132,40 @@ def _bank_limits(fresh: list[Member], members: Sequence[Member]) -> Limits:
     )
 
 
-def aggregate(name: str, members: Sequence[Member]) -> BankView:
-    """The bank's metrics, `raw` summary, limits and Victron inputs from its members."""
-    fresh = [(i, m) for i, m in enumerate(members, start=1) if m.fresh]
-    fresh_members = [m for _, m in fresh]
-    data = [m.metrics for m in fresh_members if m.metrics is not None]
+def _pack_sums(data: Sequence[Mapping[str, Number]]) -> dict[str, Number]:
+    """What parallel packs add up to: one voltage, summed currents and capacities, SOC and
+    SOH weighted by capacity."""
     out: dict[str, Number] = {}
-    if data:
-        out["ts"] = max(float(d.get("ts", 0.0)) for d in data)
-        voltages = [float(d["total_voltage"]) for d in data if "total_voltage" in d]
-        if voltages:
-            out["total_voltage"] = round(sum(voltages) / len(voltages), 3)
-        for key in ("current", "power", "capacity_remain", "capacity_nominal"):
-            values = [float(d[key]) for d in data if key in d]
-            if values:
-                out[key] = round(sum(values), 3)
-        if "power" in out:
-            out["charging_power"] = round(max(0.0, out["power"]), 3)
-            out["discharging_power"] = round(max(0.0, -out["power"]), 3)
-        for key in ("soc", "soh"):
-            pairs = [(float(d[key]), _capacity(d)) for d in data if key in d]
-            mean = weighted(pairs)
-            if mean is not None:
-                out[key] = round(mean, 1)
-        counts = {int(d["cell_count"]) for d in data if "cell_count" in d}
-        if len(counts) == 1:
-            out["cell_count"] = counts.pop()
-        if any(d.get("balancing") for d in data):
-            out["balancing"] = 1
-        elif any("balancing" in d for d in data):
-            out["balancing"] = 0
-    low = _extreme(fresh, "cell_v_min", "cell_v_min_cell", lowest=True)
-    high = _extreme(fresh, "cell_v_max", "cell_v_max_cell", lowest=False)
-    if low and high:
-        out["cell_v_min"], out["cell_v_min_member"], out["cell_v_min_cell"] = low
-        out["cell_v_max"], out["cell_v_max_member"], out["cell_v_max_cell"] = high
-        out["cell_v_delta"] = round(high[0] - low[0], 3)
+    if not data:
+        return out
+    out["ts"] = max(float(d.get("ts", 0.0)) for d in data)
+    voltages = [float(d["total_voltage"]) for d in data if "total_voltage" in d]
+    if voltages:
+        out["total_voltage"] = round(sum(voltages) / len(voltages), 3)
+    for key in ("current", "power", "capacity_remain", "capacity_nominal"):
+        values = [float(d[key]) for d in data if key in d]
+        if values:
+            out[key] = round(sum(values), 3)
+    if "power" in out:
+        out["charging_power"] = round(max(0.0, out["power"]), 3)
+        out["discharging_power"] = round(max(0.0, -out["power"]), 3)
+    for key in ("soc", "soh"):
+        mean = weighted([(float(d[key]), _capacity(d)) for d in data if key in d])
+        if mean is not None:
+            out[key] = round(mean, 1)
+    counts = {int(d["cell_count"]) for d in data if "cell_count" in d}
+    if len(counts) == 1:
+        out["cell_count"] = counts.pop()
+    if any("balancing" in d for d in data):
+        out["balancing"] = int(any(d.get("balancing") for d in data))
+    return out
+
+
+Probe = tuple[float, int, str]  # (C, member position, probe id)
+
+
+def _probes(fresh: Sequence[tuple[int, Member]]) -> tuple[Probe | None, Probe | None]:
+    """The coldest and the warmest cell probe across members."""
     probes = [
         (t, index, probe)
         for index, m in fresh
@@ -176,15 +174,30 @@ def aggregate(name: str, members: Sequence[Member]) -> BankView:
     ]
     cold = min(probes, default=None)
     hot = max(probes, key=lambda p: (p[0], -p[1]), default=None)
+    return cold, hot
+
+
+def aggregate(name: str, members: Sequence[Member]) -> BankView:
+    """The bank's metrics, `raw` summary, limits and Victron inputs from its members."""
+    fresh = [(i, m) for i, m in enumerate(members, start=1) if m.fresh]
+    fresh_members = [m for _, m in fresh]
+    out = _pack_sums([m.metrics for m in fresh_members if m.metrics is not None])
+    low = _extreme(fresh, "cell_v_min", "cell_v_min_cell", lowest=True)
+    high = _extreme(fresh, "cell_v_max", "cell_v_max_cell", lowest=False)
+    if low and high:
+        out["cell_v_min"], out["cell_v_min_member"], out["cell_v_min_cell"] = low
+        out["cell_v_max"], out["cell_v_max_member"], out["cell_v_max_cell"] = high
+        out["cell_v_delta"] = round(high[0] - low[0], 3)
+    cold, hot = _probes(fresh)
     if cold and hot:
         out["temp_min"], out["temp_min_member"] = cold[0], cold[1]
         out["temp_max"], out["temp_max_member"] = hot[0], hot[1]
     limits = _bank_limits(fresh_members, members)
+    excluded_charge = {m.name: r for m in members if (r := charge_exclusion(m))}
+    excluded_discharge = {m.name: r for m in members if (r := discharge_exclusion(m))}
     out["members"] = len(members)
     out["members_online"] = sum(m.online for m in members)
     out["members_fresh"] = len(fresh_members)
-    excluded_charge = {m.name: r for m in members if (r := charge_exclusion(m))}
-    excluded_discharge = {m.name: r for m in members if (r := discharge_exclusion(m))}
     out["members_charging"] = len(members) - len(excluded_charge)
     out["members_discharging"] = len(members) - len(excluded_discharge)
     if limits.mode not in STALE_MODES:
@@ -193,10 +206,11 @@ def aggregate(name: str, members: Sequence[Member]) -> BankView:
         out["dcl"] = limits.dcl_a
     names = [m.name for m in members]
 
-    def where(found: tuple[float, int, int] | None) -> dict[str, Any] | None:
-        if found is None:
-            return None
-        return {"member": names[found[1] - 1], "cell": found[2], "voltage": found[0]}
+    def cell(found: tuple[float, int, int] | None) -> dict[str, Any] | None:
+        return found and {"member": names[found[1] - 1], "cell": found[2], "voltage": found[0]}
+
+    def probe(found: Probe | None) -> dict[str, Any] | None:
+        return found and {"member": names[found[1] - 1], "probe": found[2], "value": found[0]}
 
     status: dict[str, Any] = {
         "name": name,
@@ -205,21 +219,13 @@ def aggregate(name: str, members: Sequence[Member]) -> BankView:
         "stale": [m.name for m in members if not m.fresh],
         "excluded_from_charge": excluded_charge,
         "excluded_from_discharge": excluded_discharge,
-        "limits": {
-            "cvl": limits.cvl_v,
-            "ccl": limits.ccl_a,
-            "dcl": limits.dcl_a,
-            "mode": limits.mode,
-        },
-        "min_cell": where(low),
-        "max_cell": where(high),
-        "min_temperature": {"member": names[cold[1] - 1], "probe": cold[2], "value": cold[0]}
-        if cold
-        else None,
-        "max_temperature": {"member": names[hot[1] - 1], "probe": hot[2], "value": hot[0]}
-        if hot
-        else None,
-    }
+        "limits": {"cvl": limits.cvl_v, "ccl": limits.ccl_a, "dcl": limits.dcl_a,
+                   "mode": limits.mode},
+        "min_cell": cell(low),
+        "max_cell": cell(high),
+        "min_temperature": probe(cold),
+        "max_temperature": probe(hot),
+    }  # fmt: skip
     extremes = Extremes(
         min_cell=f"{names[low[1] - 1]}:C{low[2]}" if low else None,
         max_cell=f"{names[high[1] - 1]}:C{high[2]}" if high else None,
