@@ -101,7 +101,7 @@ class DerivedOutputs:
         return out
 
     def tick(self, now: float) -> list[Message]:
-        """Repeat what went quiet; a member that turned stale changes its bank at once."""
+        """Repeat what went quiet; a member that turned stale changes its bank at this tick."""
         out: list[Message] = []
         for name, pack in self.packs.items():
             if pack.published_at is None or now - pack.published_at >= TICK_S:
