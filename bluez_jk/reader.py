@@ -8,6 +8,7 @@ BlueZ trouble is handled by `bluez.recovery.decide`; this module only carries it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -59,8 +60,15 @@ from bluez_jk.errors import (
 )
 from bluez_jk.hints import stage_timeout_message
 from bluez_jk.names import NotifyMode, NotifyModeSetting, PairingSetting, Passkey, device_path
-from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
-from bluez_jk.reading import ProtocolName, Reading, new_reading
+from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, CMD_LOGBOOK, StreamDecoder, command
+from bluez_jk.reading import (
+    Logbook,
+    LogbookEntry,
+    ProtocolName,
+    Reading,
+    missing_logbook,
+    new_reading,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,7 @@ class ReadRequest:
     pairing: PairingSetting = "auto"
     passkey: Passkey | None = field(default=None, repr=False)
     pair: bool = False  # pair before subscribing even if the BMS has not asked (jk-ble-pair)
+    logbook: bool = False  # also ask for the event log (0xA1) once the values are in
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class Timing:
     model_read_s: float = 3.0
     pair_s: float = 30.0  # Device1.Pair: connect, SMP, GATT discovery
     subscribe_s: float = 5.0  # StartNotify / AcquireNotify
+    logbook_s: float = 3.0  # wait for the 0x05 frame after 0xA1, asked at most twice
 
 
 class Reader:
@@ -322,6 +332,7 @@ class _Session:
         self.adapter_obj: str | None = None
         self.paired: bool | None = None  # Device1.Paired once connected
         self.paired_now = False  # this read paired
+        self.logbook_note: str | None = None  # why a logbook asked for did not come
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
@@ -337,6 +348,8 @@ class _Session:
         }
         status: Any = self.decoder.status
         reading["status"] = status
+        if self.req.logbook:
+            reading["logbook"] = logbook_of(self.decoder, self.logbook_note)
 
     def time_left(self) -> float:
         return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
@@ -581,6 +594,8 @@ class _Session:
         await self._subscribe(stack, bus, chars)
         watch.listeners.append(self.collector.changed.set)
         await self._handshake(bus, chars, watch)
+        if self.req.logbook:
+            await self._read_logbook(bus, chars, watch)
         if self.on_reading is not None:
             await self._stream(watch)
 
@@ -731,3 +746,45 @@ class _Session:
                     await self.collector.changed.wait()
             except TimeoutError:
                 pass
+
+    async def _read_logbook(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
+        """0xA1 once the values are in (docs/protocol.md 5.6), asked again once if no 0x05
+        frame came. A BMS without an answer costs this step only: the read has its values,
+        and the wait ends a second before the read's deadline so that it cannot fail it."""
+        if self.decoder.protocol == "JK04" or self.decoder.logbook is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait_s = self.reader.timing.logbook_s
+        for _ in range(2):
+            wait_s = min(wait_s, self.time_left() - 1.0)
+            if wait_s <= 0:
+                self.logbook_note = "no time left in the read for the logbook (raise timeout_s)"
+                return
+            self.stage = "write"
+            await write_command(bus, chars.write, command(CMD_LOGBOOK), self.bound(wait_s))
+            self.stage = "collect"
+            until = loop.time() + wait_s
+            while self.decoder.logbook is None and loop.time() < until:
+                if self.collector.ended or not watch.connected or not watch.exists:
+                    raise LinkLost("link dropped while waiting for the logbook", stage="collect")
+                self.collector.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(until):
+                        await self.collector.changed.wait()
+            if self.decoder.logbook is not None:
+                return
+        self.logbook_note = f"the BMS did not answer 0xA1 (twice {wait_s:g} s)"
+
+
+def logbook_of(decoder: StreamDecoder, note: str | None) -> Logbook:
+    """The Reading's `logbook`: the entries of the 0x05 frame, or why there are none."""
+    values = decoder.logbook
+    if values is not None:
+        entries: list[LogbookEntry] = [
+            {"t": int(e["t"]), "code": int(e["code"])} for e in values["entries"]
+        ]
+        return {"status": "ok", "message": None, "entries": entries}
+    if decoder.protocol == "JK04":
+        message = "JK04 boards have no logbook (docs/protocol.md 5.6)"
+        return {"status": "unsupported", "message": message, "entries": []}
+    return missing_logbook(note or "the read ended before the logbook was asked for")
