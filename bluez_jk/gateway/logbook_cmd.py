@@ -179,17 +179,35 @@ class LogbookService:
         topic = self.gateway.topic(name, "logbook")
         for entry in new:
             link.publish(topic, json.dumps(entry, separators=(",", ":")).encode())
+        self.gateway.publish_meta(state)  # its `logbook` count and last read
         return new, None
 
     # -- periodic reads -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read every device with `logbook.interval_s` > 0 that often, until cancelled."""
+        """Load the stores of the devices that keep a logbook (a damaged file is reported at
+        start), then read every device with `logbook.interval_s` > 0 that often, until
+        cancelled."""
+        enabled = {
+            name: state.config.logbook
+            for name, state in self.gateway.scheduler.devices.items()
+            if state.config.logbook.enabled
+        }
+        for name in enabled:
+            await self.store(name)
         async with asyncio.TaskGroup() as group:
-            for name, state in self.gateway.scheduler.devices.items():
-                logbook = state.config.logbook
-                if logbook.enabled and logbook.interval_s > 0:
+            for name, logbook in enabled.items():
+                if logbook.interval_s > 0:
                     group.create_task(self._periodic(name), name=f"logbook-{name}")
+
+    def meta(self, name: str) -> dict[str, Any] | None:
+        """`meta`'s `logbook`: entries kept and the last read that got the logbook."""
+        if not self.gateway.scheduler.devices[name].config.logbook.enabled:
+            return None
+        store = self.stores.get(name)
+        if store is None:
+            return {"count": None, "last_read": None}
+        return {"count": len(store.entries), "last_read": store.last_read}
 
     async def _periodic(self, name: str) -> None:
         store = await self.store(name)

@@ -178,6 +178,7 @@ class Gateway:
             "gateway_version": __version__,
             "config": state.config.runtime_view(),
             "paused_until": state.paused_until_epoch,
+            "logbook": self.logbook.meta(state.name),
             "counters": {
                 "attempts": state.attempts,
                 "successes": state.successes,

@@ -72,6 +72,10 @@ def test_three_reads_no_duplicates_a_restart_keeps_them_and_a_new_event_comes_on
         assert kept["entries"] == results[0]["entries"]  # first-seen times survived too
         assert ask(probe, "jk1")["new"] == 0
         assert len(probe.on_topic(LOGBOOK.format("jk1"))) == 3
+        meta = probe.on_topic("bms/jk/jk1/meta")[-1].json()
+        assert meta["logbook"]["count"] == 3
+        assert meta["logbook"]["last_read"] > kept["entries"][0]["seen"]
+        assert meta["config"]["logbook"] == {"enabled": True, "interval_s": 0}
 
         # A new event on the BMS: the simulator logs "charge off by app" for the write.
         count = len(probe.on_topic("bms/jk/jk1/cmd/set/result"))
