@@ -17,13 +17,11 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, TypedDict, TypeGuard
 
-from bluez_jk.gateway.state import write_atomic
+from bluez_jk.gateway.state import set_aside, write_atomic
 from bluez_jk.reading import LogbookEntry
 
 log = logging.getLogger(__name__)
@@ -120,24 +118,10 @@ class LogbookStore:
         return unique
 
     def _set_aside(self, reason: str, *, keep: bool = False) -> bool:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-        try:
-            if keep:
-                shutil.copy2(self.path, aside)
-            else:
-                os.replace(self.path, aside)
-        except OSError as err:
-            self.unwritable = f"damaged logbook file {self.path} could not be set aside ({err})"
-            log.error("%s; it will not be overwritten", self.unwritable)  # noqa: TRY400
-            return False
-        log.warning(
-            "logbook file damaged, kept as %s; %s device=%s reason=%s",
-            aside,
-            "valid entries kept" if keep else "starting with an empty logbook",
-            self.name,
-            reason,
-        )
-        return True
+        kept = "valid entries kept" if keep else "starting with an empty logbook"
+        then = f"{kept} device={self.name}"
+        self.unwritable = set_aside(self.path, "logbook file", reason, keep=keep, then=then)
+        return self.unwritable is None
 
     def merge(self, entries: list[LogbookEntry], now: float | None = None) -> list[StoredEntry]:
         """Add the entries not seen before and persist; returns them, in the BMS's order.
