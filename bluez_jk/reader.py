@@ -60,7 +60,14 @@ from bluez_jk.errors import (
 )
 from bluez_jk.hints import stage_timeout_message
 from bluez_jk.names import NotifyMode, NotifyModeSetting, PairingSetting, Passkey, device_path
-from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, CMD_LOGBOOK, StreamDecoder, command
+from bluez_jk.protocol import (
+    CMD_CELL_INFO,
+    CMD_DEVICE_INFO,
+    CMD_LOGBOOK,
+    StreamDecoder,
+    command,
+    event_name,
+)
 from bluez_jk.reading import (
     Logbook,
     LogbookEntry,
@@ -781,7 +788,8 @@ def logbook_of(decoder: StreamDecoder, note: str | None) -> Logbook:
     values = decoder.logbook
     if values is not None:
         entries: list[LogbookEntry] = [
-            {"t": int(e["t"]), "code": int(e["code"])} for e in values["entries"]
+            {"t": int(e["t"]), "code": int(e["code"]), "event": event_name(int(e["code"]))}
+            for e in values["entries"]
         ]
         return {"status": "ok", "message": None, "entries": entries}
     if decoder.protocol == "JK04":

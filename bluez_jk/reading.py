@@ -34,6 +34,7 @@ __all__ = [
 class LogbookEntry(TypedDict):
     t: int  # the BMS's own seconds counter at the event (docs/protocol.md 5.6)
     code: int  # event code, docs/protocol.md appendix B
+    event: str | None  # the code's name (protocol/events.py), None for an unlisted code
 
 
 class Logbook(TypedDict):

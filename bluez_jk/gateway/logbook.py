@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, TypedDict, TypeGuard
@@ -29,11 +30,13 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 1000
 FILE_VERSION = 1
 _U32 = 2**32
+_EVENT_RE = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class StoredEntry(TypedDict):
     t: int  # the BMS's seconds counter at the event
     code: int  # docs/protocol.md appendix B
+    event: str | None  # the code's name, as the reader gave it
     seen: float  # epoch seconds when this gateway first read it
 
 
@@ -42,11 +45,14 @@ def _entry(raw: Any) -> StoredEntry | None:
     if not isinstance(raw, dict):
         return None
     t, code, seen = raw.get("t"), raw.get("code"), raw.get("seen")
+    event = raw.get("event")
     if not (_is_int(t) and _is_int(code) and (_is_int(seen) or isinstance(seen, float))):
         return None
     if not (0 <= t < _U32 and 1 <= code <= 255 and 0 <= seen < 1e11):
         return None
-    return {"t": t, "code": code, "seen": float(seen)}
+    if not (event is None or (isinstance(event, str) and _EVENT_RE.fullmatch(event))):
+        return None
+    return {"t": t, "code": code, "event": event, "seen": float(seen)}
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -135,7 +141,7 @@ class LogbookStore:
             key = (int(entry["t"]), int(entry["code"]))
             if key not in known:
                 known.add(key)
-                new.append({"t": key[0], "code": key[1], "seen": now})
+                new.append({"t": key[0], "code": key[1], "event": entry["event"], "seen": now})
         kept = [*self.entries, *new][-self.max_entries :]
         self._write(kept, now)
         self.entries, self.last_read = kept, now

@@ -24,7 +24,7 @@ RESULT = "bms/jk/{}/cmd/logbook/result"
 LOGBOOK = "bms/jk/{}/logbook"
 # The simulator's history (bluez_jk/sim/jkbms.py): boot, remote charge off, charge off by app.
 SIM = [(3_600_000 - 3 * 86_400, 1), (3_600_000 - 2 * 86_400, 7), (3_600_000 - 86_400, 3)]
-ON = {"logbook": {"enabled": True, "interval_s": 0}}
+ON: dict[str, Any] = {"logbook": {"enabled": True, "interval_s": 0}}
 
 
 def ask(probe: MqttProbe, name: str, payload: str = "") -> dict[str, Any]:
@@ -87,6 +87,7 @@ def test_three_reads_no_duplicates_a_restart_keeps_them_and_a_new_event_comes_on
         grown = ask(probe, "jk1")
         assert (grown["new"], grown["count"]) == (1, 4)
         assert grown["entries"][-1]["code"] == 0x03
+        assert grown["entries"][-1]["event"] == "charge_off_by_app"
         assert ask(probe, "jk1")["new"] == 0
         published = [m.json() for m in probe.on_topic(LOGBOOK.format("jk1"))]
         assert len(published) == 4
@@ -102,7 +103,7 @@ def test_refusals_and_jk04_get_clear_answers(
     sim = sim_factory(
         [device_spec(MACS[0], "hci0"), device_spec(MACS[1], "hci1", protocol="JK04", cells="16")]
     )
-    devices = [
+    devices: list[dict[str, Any]] = [
         {"name": "jk1", "address": MACS[0], "adapter": "hci0"},
         {"name": "jk4", "address": MACS[1], "adapter": "hci1", **ON},
     ]
@@ -140,7 +141,7 @@ def test_periodic_read_and_a_damaged_file_at_start(
     damaged = state_dir / "logbook-jk1.json"
     damaged.write_bytes(b'{"entries": [{"t": 1, ')
     devices = [{"name": "jk1", "address": MACS[0], "adapter": "hci0"}]
-    periodic = {"logbook": {"enabled": True, "interval_s": 2}}
+    periodic: dict[str, Any] = {"logbook": {"enabled": True, "interval_s": 2}}
     config = gateway_config(mosquitto.port, state_dir, devices, poll_interval_s=30, **periodic)
     with MqttProbe(mosquitto, ["bms/jk/#"]) as probe:
         gateway = gateway_factory(sim, config)

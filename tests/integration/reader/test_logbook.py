@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 # The simulator's history (bluez_jk/sim/jkbms.py): boot, remote charge off, charge off by app.
 SIM_ENTRIES = [
-    {"t": 3_600_000 - 3 * 86_400, "code": 1},
-    {"t": 3_600_000 - 2 * 86_400, "code": 7},
-    {"t": 3_600_000 - 86_400, "code": 3},
+    {"t": 3_600_000 - 3 * 86_400, "code": 1, "event": "boot"},
+    {"t": 3_600_000 - 2 * 86_400, "code": 7, "event": "remote_charge_off"},
+    {"t": 3_600_000 - 86_400, "code": 3, "event": "charge_off_by_app"},
 ]
 
 

@@ -17,7 +17,10 @@ from bluez_jk.reading import LogbookEntry, Reading
 from tests.unit.gateway.fakes import FakeClock, FakeReader
 from tests.unit.gateway.test_commands import answers, make_config
 
-ENTRIES: list[LogbookEntry] = [{"t": 10, "code": 1}, {"t": 20, "code": 7}]
+ENTRIES: list[LogbookEntry] = [
+    {"t": 10, "code": 1, "event": "boot"},
+    {"t": 20, "code": 7, "event": "remote_charge_off"},
+]
 ON = {"logbook": {"enabled": True, "interval_s": 0}}
 
 

@@ -16,7 +16,11 @@ from bluez_jk.gateway.logbook import MAX_ENTRIES, LogbookStore, LogbookUnwritabl
 from bluez_jk.gateway.logbook_cmd import MAX_PAYLOAD_BYTES, BadRequest, parse_request
 from bluez_jk.reading import LogbookEntry
 
-BMS: list[LogbookEntry] = [{"t": 0, "code": 1}, {"t": 238, "code": 68}, {"t": 2514095, "code": 27}]
+BMS: list[LogbookEntry] = [
+    {"t": 0, "code": 1, "event": "boot"},
+    {"t": 238, "code": 68, "event": "factory_preset_lfp"},
+    {"t": 2514095, "code": 27, "event": "charge_undertemp"},
+]
 
 
 def _store(tmp_path: Path, max_entries: int = MAX_ENTRIES) -> LogbookStore:
@@ -28,12 +32,14 @@ def _store(tmp_path: Path, max_entries: int = MAX_ENTRIES) -> LogbookStore:
 def test_three_reads_of_the_same_logbook_keep_each_entry_once(tmp_path: Path) -> None:
     store = _store(tmp_path)
     first = store.merge(BMS, now=100.0)
-    assert [{"t": e["t"], "code": e["code"]} for e in first] == BMS
+    assert [{"t": e["t"], "code": e["code"], "event": e["event"]} for e in first] == BMS
     assert store.merge(BMS, now=200.0) == []
-    grown: list[LogbookEntry] = [*BMS, {"t": 2514136, "code": 28}]
-    assert store.merge(grown, now=300.0) == [{"t": 2514136, "code": 28, "seen": 300.0}]
+    grown: list[LogbookEntry] = [*BMS, {"t": 2514136, "code": 28, "event": None}]
+    assert store.merge(grown, now=300.0) == [
+        {"t": 2514136, "code": 28, "event": None, "seen": 300.0}
+    ]
     assert len(store.entries) == 4
-    assert store.entries[0] == {"t": 0, "code": 1, "seen": 100.0}  # first seen, not the last
+    assert store.entries[0] == {**BMS[0], "seen": 100.0}  # first seen, not the last
     assert store.last_read == 300.0
 
 
@@ -54,7 +60,7 @@ def test_a_repeated_entry_within_one_frame_is_one_entry(tmp_path: Path) -> None:
 def test_the_store_is_bounded_and_drops_the_first_seen(tmp_path: Path) -> None:
     store = _store(tmp_path, max_entries=5)
     for n in range(8):
-        store.merge([{"t": n, "code": 1}], now=float(n))
+        store.merge([{"t": n, "code": 1, "event": "boot"}], now=float(n))
     assert [e["t"] for e in store.entries] == [3, 4, 5, 6, 7]
     assert [e["t"] for e in _store(tmp_path, max_entries=5).entries] == [3, 4, 5, 6, 7]
 
@@ -84,6 +90,7 @@ def test_invalid_entries_are_dropped_and_the_original_kept(tmp_path: Path) -> No
         {
             "entries": [
                 {"t": 5, "code": 1, "seen": 1.0},
+                {"t": 9, "code": 1, "event": "Boot\n", "seen": 1.0},
                 {"t": -1, "code": 1, "seen": 1.0},
                 {"t": 6, "code": 0, "seen": 1.0},
                 {"t": 7, "code": True, "seen": 1.0},
@@ -95,7 +102,7 @@ def test_invalid_entries_are_dropped_and_the_original_kept(tmp_path: Path) -> No
     ).encode()
     path.write_bytes(original)
     store = _store(tmp_path)
-    assert store.entries == [{"t": 5, "code": 1, "seen": 1.0}]
+    assert store.entries == [{"t": 5, "code": 1, "event": None, "seen": 1.0}]
     aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
     assert [p.read_bytes() for p in aside] == [original]
     assert len(json.loads(path.read_text())["entries"]) == 1  # rewritten with what was valid
