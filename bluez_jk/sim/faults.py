@@ -25,6 +25,7 @@ FaultName = Literal[
     "left-connected",
     "stop-discovery-rejected",
     "ignore-writes",
+    "no-logbook",
 ]
 FAULT_NAMES: tuple[str, ...] = get_args(FaultName)
 
@@ -48,6 +49,7 @@ FAULT_HELP: dict[str, str] = {
     "left-connected": "a link left up by a previous process (Connected=true at start)",
     "stop-discovery-rejected": "StopDiscovery answers InProgress",
     "ignore-writes": "register writes are acknowledged but not applied",
+    "no-logbook": "0xA1 is acknowledged but never answered with a logbook frame",
 }
 
 

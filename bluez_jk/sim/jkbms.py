@@ -251,7 +251,11 @@ class JkBms:
             self._send(ACK, "ack")
             if self._stream is None:
                 self._stream = _start(self._cell_stream())
-        elif command.code == _CMD_LOGBOOK and self.spec.protocol != "JK04":
+        elif (
+            command.code == _CMD_LOGBOOK
+            and self.spec.protocol != "JK04"
+            and not self.faults.active("no-logbook", self.address)
+        ):
             self._send_frame("logbook", counter=self._next_counter())
             self._send(ACK, "ack")
         else:

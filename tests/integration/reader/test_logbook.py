@@ -4,6 +4,7 @@ Reading carries the entries; JK04 (no logbook) says so without failing the read;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -54,6 +55,36 @@ async def test_jk04_has_no_logbook_and_the_read_still_succeeds(
     assert logbook["status"] == "unsupported"
     assert logbook["entries"] == []
     assert "JK04" in str(logbook["message"])
+
+
+async def test_a_bms_that_never_answers_0xa1_costs_a_bounded_wait_not_the_read(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = sim_factory(faults=[f"no-logbook@{ADDRESS}"])
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=8, logbook=True)
+    reading = await read_once(req, timing=dataclasses.replace(FAST, logbook_s=0.5))
+    assert reading["error"] is None
+    assert reading["got"] == {"device_info": True, "cell_info": True, "settings": True}
+    logbook = reading.get("logbook")
+    assert logbook is not None
+    assert logbook["status"] == "missing"
+    assert "did not answer 0xA1" in str(logbook["message"])
+    assert [e["code"] for e in sim.log() if e["event"] == "write"].count(0xA1) == 2
+    assert reading["duration_s"] < 5  # two waits of 0.5 s, far inside the read's 8 s
+    assert_device_released(sim)
+
+
+async def test_the_logbook_wait_never_fails_a_read_short_of_time(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = sim_factory(faults=[f"no-logbook@{ADDRESS}"])
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=2.5, logbook=True)
+    reading = await read_once(req, timing=dataclasses.replace(FAST, logbook_s=30.0))
+    assert reading["error"] is None
+    assert reading.get("logbook", {}).get("status") == "missing"
+    assert reading["duration_s"] < 2.5
 
 
 def test_cli_logbook_is_in_the_one_json_object(sim: SimHandle) -> None:
