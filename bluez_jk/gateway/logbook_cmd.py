@@ -100,9 +100,7 @@ class LogbookService:
         self._answer(name, result)
 
     def _answer(self, name: str, result: dict[str, Any]) -> None:
-        payload = json.dumps(result, separators=(",", ":")).encode()
-        gateway = self.gateway
-        gateway.links[name].publish(gateway.topic(name, "cmd/logbook/result"), payload, answer=True)
+        self.gateway._answer(name, "cmd/logbook/result", result)
 
     async def answer(self, name: str, payload: bytes) -> dict[str, Any]:
         """The `cmd/logbook/result` payload for one request."""
