@@ -100,7 +100,9 @@ class LogbookService:
         self._answer(name, result)
 
     def _answer(self, name: str, result: dict[str, Any]) -> None:
-        self.gateway._answer(name, "cmd/logbook/result", result)
+        gateway = self.gateway
+        topic = gateway.topic(name, "cmd/logbook/result")
+        gateway.links[name].publish(topic, _compact(result), answer=True)
 
     async def answer(self, name: str, payload: bytes) -> dict[str, Any]:
         """The `cmd/logbook/result` payload for one request."""
@@ -159,7 +161,7 @@ class LogbookService:
         logbook = reading.pop("logbook", None)
         # The session read everything: its values are the device's latest (the raw payload
         # stays as documented, without the logbook).
-        scheduler._record(state, reading)
+        scheduler.record(state, reading)
         if logbook is None or logbook["status"] != "ok":
             error = reading["error"]
             if logbook is not None and logbook["status"] == "unsupported":
@@ -176,7 +178,7 @@ class LogbookService:
         link = self.gateway.links[name]
         topic = self.gateway.topic(name, "logbook")
         for entry in new:
-            link.publish(topic, json.dumps(entry, separators=(",", ":")).encode())
+            link.publish(topic, _compact(entry))
         self.gateway.publish_meta(state)  # its `logbook` count and last read
         return new, None
 
@@ -257,3 +259,7 @@ def _result(
 def _refused(name: str, reason: str) -> dict[str, Any]:
     log.warning("cmd/logbook refused device=%s reason=%s", name, reason)
     return _result(False, reason)
+
+
+def _compact(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
