@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from bluez_jk.reader import Reader, ReadRequest, read_once
+from bluez_jk.reading import Logbook, Reading
 from tests.fixtures.bluez import SimHandle
 from tests.integration.reader.conftest import ADDRESS, FAST, assert_device_released
 from tests.integration.reader.test_cli import READ, run
@@ -42,16 +43,25 @@ async def test_a_plain_read_neither_asks_nor_carries_a_logbook(
     assert 0xA1 not in [e["code"] for e in sim.log() if e["event"] == "write"]
 
 
+async def read_logbook(
+    sim: SimHandle, monkeypatch: pytest.MonkeyPatch, timeout_s: float, logbook_s: float
+) -> tuple[Reading, Logbook]:
+    """One read with the logbook asked for (a Reader of its own); the Reading, its logbook."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=timeout_s, logbook=True)
+    reading = await read_once(req, timing=dataclasses.replace(FAST, logbook_s=logbook_s))
+    assert reading["error"] is None
+    assert reading["got"] == {"device_info": True, "cell_info": True, "settings": True}
+    logbook = reading.get("logbook")
+    assert logbook is not None
+    return reading, logbook
+
+
 async def test_jk04_has_no_logbook_and_the_read_still_succeeds(
     sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = sim_factory(devices=[f"{ADDRESS},adapter=hci0,protocol=JK04,cells=16"])
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
-    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=5, logbook=True)
-    reading = await read_once(req, timing=FAST)
-    assert reading["error"] is None
-    logbook = reading.get("logbook")
-    assert logbook is not None
+    _, logbook = await read_logbook(sim, monkeypatch, timeout_s=5, logbook_s=3.0)
     assert logbook["status"] == "unsupported"
     assert logbook["entries"] == []
     assert "JK04" in str(logbook["message"])
@@ -61,13 +71,7 @@ async def test_a_bms_that_never_answers_0xa1_costs_a_bounded_wait_not_the_read(
     sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = sim_factory(faults=[f"no-logbook@{ADDRESS}"])
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
-    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=8, logbook=True)
-    reading = await read_once(req, timing=dataclasses.replace(FAST, logbook_s=0.5))
-    assert reading["error"] is None
-    assert reading["got"] == {"device_info": True, "cell_info": True, "settings": True}
-    logbook = reading.get("logbook")
-    assert logbook is not None
+    reading, logbook = await read_logbook(sim, monkeypatch, timeout_s=8, logbook_s=0.5)
     assert logbook["status"] == "missing"
     assert "did not answer 0xA1" in str(logbook["message"])
     assert [e["code"] for e in sim.log() if e["event"] == "write"].count(0xA1) == 2
@@ -79,11 +83,8 @@ async def test_the_logbook_wait_never_fails_a_read_short_of_time(
     sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim = sim_factory(faults=[f"no-logbook@{ADDRESS}"])
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
-    req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=2.5, logbook=True)
-    reading = await read_once(req, timing=dataclasses.replace(FAST, logbook_s=30.0))
-    assert reading["error"] is None
-    assert reading.get("logbook", {}).get("status") == "missing"
+    reading, logbook = await read_logbook(sim, monkeypatch, timeout_s=2.5, logbook_s=30.0)
+    assert logbook["status"] == "missing"
     assert reading["duration_s"] < 2.5
 
 
