@@ -395,6 +395,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["victron"] = probe
     elif section == "banks[]":
         raw["banks"] = [{"name": "bank1", "members": ["jk1"], **probe}]
+    elif section == "logbook":
+        raw["logbook"] = probe
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -414,6 +416,7 @@ CONFIG_SECTIONS = {
     "control": "## `control`",
     "victron": "## `victron`",
     "banks[]": "## `banks[]`",
+    "logbook": "## `logbook`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }
