@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from bluez_jk.adapter_lock import AdapterLock
-from bluez_jk.bluez.adapter import discover_device, resolve_adapter
+from bluez_jk.bluez.adapter import discover_device, resolve_adapter, set_powered
 from bluez_jk.bluez.agent import pair_device
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import (
@@ -151,6 +151,31 @@ class Reader:
             if self._bus is None:
                 self._bus = await BluezBus.connect(timeout_s=self.timing.call_s)
             return self._bus
+
+    async def power_cycle(
+        self, adapter: str | None, *, off_s: float = 1.0, timeout_s: float = 10.0
+    ) -> str:
+        """Adapter1.Powered false, then `off_s` later true, holding the adapter's lock so that
+        no read of any process runs meanwhile (the gateway's adapter_recovery). Returns the
+        adapter's name. Power on is asked for even when switching off failed or the caller is
+        cancelled: a cycle never leaves the adapter off by our hand.
+
+        Raises:
+            AdapterNotFound: no such adapter (gone), or it refused (NotReady).
+            Busy: another process holds the adapter's lock for `timeout_s`.
+            BusLost, Timeout, JkError: as `BluezBus.call`.
+        """
+        bus = await self._get_bus()
+        objects = await bus.managed_objects(stage="adapter", timeout_s=timeout_s)
+        adapter_obj = resolve_adapter(objects, adapter)
+        name = adapter_name(adapter_obj)
+        async with AdapterLock(name, timeout_s):
+            try:
+                await set_powered(bus, adapter_obj, False, timeout_s)
+                await asyncio.sleep(off_s)
+            finally:
+                await set_powered(bus, adapter_obj, True, timeout_s)
+        return name
 
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
         started = time.monotonic()

@@ -211,6 +211,26 @@ async def discover_device(
     return True
 
 
+async def set_powered(bus: BluezBus, adapter_obj: str, powered: bool, timeout_s: float) -> None:
+    """Adapter1.Powered. bluetoothd answers the Set once the controller has switched
+    (docs/bluez.md 2.6), so the reply is the end of the step.
+
+    Raises:
+        AdapterNotFound: the adapter is gone (UnknownObject) or refused (NotReady).
+        BusLost, Timeout, JkError: as `BluezBus.call`.
+    """
+    await bus.call(
+        adapter_obj,
+        PROPERTIES,
+        "Set",
+        "ssv",
+        [ADAPTER, "Powered", Variant("b", powered)],
+        stage="adapter",
+        timeout_s=timeout_s,
+    )
+    log.info("adapter powered=%s adapter=%s", powered, adapter_name(adapter_obj))
+
+
 @dataclass
 class ScanEntry:
     address: str

@@ -36,6 +36,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "port": (1, 65535),
     "keepalive": (1, 65535),
     "max_age_s": (1.0, 3600.0),
+    "after_failures": (1, 1000),
+    "min_interval_s": (10.0, 86400.0),
 }
 # Remote payloads are tiny JSON objects; anything bigger is refused before parsing.
 MAX_REMOTE_PAYLOAD_BYTES = 4096
@@ -87,6 +89,18 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class AdapterRecoveryConfig:
+    """Power-cycle an adapter on which every device keeps failing (gateway/adapter_health.py).
+
+    On by default: it acts only when the adapter already serves none of its devices, at most
+    once per `min_interval_s`, so it costs nothing while things work (docs/config.md)."""
+
+    enabled: bool = True
+    after_failures: int = 5
+    min_interval_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """One BMS with every setting resolved (per-device value, else the global one)."""
 
@@ -127,6 +141,7 @@ class GatewayConfig:
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
     control: ControlConfig = ControlConfig()
+    adapter_recovery: AdapterRecoveryConfig = AdapterRecoveryConfig()
     # What a check could not verify here (a systemd credential outside its unit).
     notes: tuple[str, ...] = ()
 
@@ -395,6 +410,24 @@ def _parse_control(raw: Any, path: str, c: _Checker, default: ControlConfig) -> 
     )
 
 
+RECOVERY_KEYS = ("enabled", "after_failures", "min_interval_s")
+
+
+def _parse_adapter_recovery(raw: Any, c: _Checker) -> AdapterRecoveryConfig:
+    path = "adapter_recovery"
+    default = AdapterRecoveryConfig()
+    src = c.obj(raw, path, RECOVERY_KEYS)
+    if src is None:
+        return default
+    return AdapterRecoveryConfig(
+        enabled=c.boolean(src, "enabled", path, default.enabled),
+        after_failures=int(
+            c.number(src, "after_failures", path, default.after_failures, integer=True)
+        ),
+        min_interval_s=c.number(src, "min_interval_s", path, default.min_interval_s),
+    )
+
+
 def _known() -> str:
     return ", ".join(WRITABLES)
 
@@ -507,6 +540,7 @@ TOP_KEYS = (
     "allow_remote_config",
     "homeassistant",
     "control",
+    "adapter_recovery",
     "devices",
 )
 
@@ -556,6 +590,7 @@ def parse_config(
             ),
         )
     control = _parse_control(src.get("control", {}), "control", c, ControlConfig())
+    recovery = _parse_adapter_recovery(src.get("adapter_recovery", {}), c)
     defaults = DeviceConfig(
         name="",
         address="",
@@ -595,6 +630,7 @@ def parse_config(
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        adapter_recovery=recovery,
         notes=tuple(c.notes),
     )
 

@@ -390,6 +390,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["homeassistant"] = probe
     elif section == "control":
         raw["control"] = probe
+    elif section == "adapter_recovery":
+        raw["adapter_recovery"] = probe
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -407,6 +409,7 @@ CONFIG_SECTIONS = {
     "mqtt.tls": "## `mqtt.tls`",
     "homeassistant": "## `homeassistant`",
     "control": "## `control`",
+    "adapter_recovery": "## `adapter_recovery`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }
@@ -453,6 +456,7 @@ def _json_default(value: Any) -> str | None:
         (gateway_config.TlsConfig, "## `mqtt.tls`"),
         (gateway_config.HomeAssistantConfig, "## `homeassistant`"),
         (gateway_config.ControlConfig, "## `control`"),
+        (gateway_config.AdapterRecoveryConfig, "## `adapter_recovery`"),
     ],
 )
 def test_documented_defaults_match_the_code(cls: Any, heading: str) -> None:
