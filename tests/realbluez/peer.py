@@ -50,9 +50,30 @@ log = logging.getLogger("realbluez.peer")
 _HOST_FEATURES_OFF = hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.LL_PRIVACY
 
 
-def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> Controller:
+class HostController(Controller):
+    """A host-side controller that can wedge (the rig's `adapter-wedged`): it takes every LE
+    Create Connection and never completes one, so the kernel's connect times out, until the
+    host resets it - what a power cycle through Adapter1.Powered does (the kernel sends
+    HCI_Reset when it powers a controller on)."""
+
+    wedged = False
+
+    def create_le_connection(self, peer_address: hci.Address) -> None:
+        if self.wedged:
+            return  # the pending connection stays pending; the kernel cancels it in time
+        super().create_le_connection(peer_address)
+
+    def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> Any:
+        if self.wedged:
+            log.warning("%s reset: no longer wedged", self.name)
+        self.wedged = False
+        self.pending_le_connection = None
+        return super().on_hci_reset_command(command)
+
+
+def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> HostController:
     """The controller the kernel gets through vhci (hciN inside the VM)."""
-    controller = Controller(name, host_source=source, host_sink=sink, link=link)
+    controller = HostController(name, host_source=source, host_sink=sink, link=link)
     controller.le_features = controller.le_features & ~_HOST_FEATURES_OFF
     return controller
 
