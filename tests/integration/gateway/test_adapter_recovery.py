@@ -90,3 +90,74 @@ def test_a_vanished_adapter_is_picked_up_when_it_returns(
         assert power_events(sim) == []
         assert gateway.alive()
     assert "power-cycling" not in gateway.log()
+
+
+def power_offs(sim: Any, adapter: str) -> list[dict[str, Any]]:
+    return [e for e in power_events(sim) if e["adapter"] == adapter and not e["powered"]]
+
+
+def raw_after(probe: MqttProbe, name: str, after: float) -> list[dict[str, Any]]:
+    return [m.json() for m in probe.on_topic(f"bms/jk/{name}/raw") if m.received >= after]
+
+
+AFTER_FAILURES = 3
+
+
+def test_a_wedged_adapter_is_power_cycled_once_and_its_devices_recover(
+    sim_factory: Any, mosquitto: Broker, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    sim = sim_on_two_adapters(sim_factory)
+    config = gateway_config(
+        mosquitto.port,
+        tmp_path / "state",
+        devices_on_two_adapters(),
+        adapter_recovery={"after_failures": AFTER_FAILURES, "min_interval_s": 600},
+    )
+    with MqttProbe(mosquitto, ["bms/jk/#"]) as probe:
+        gateway = gateway_factory(sim, config)
+        wait_online(probe, ["jk1", "jk2", "jk3"], b"true")
+        sim.set_fault("adapter-wedged", address=MACS[0])  # jk1's adapter: hci0, with jk3
+        wedged = time.monotonic()
+        sim.wait_log(lambda e: e["event"] == "adapter_powered" and e["powered"], timeout_s=60)
+        cycled = time.monotonic()
+        for name in ("jk1", "jk3"):
+            probe.wait_for(
+                lambda m, n=name: m.topic == f"bms/jk/{n}/raw" and m.json()["error"] is None,
+                timeout_s=30,
+                after=cycled,
+            )
+        wait_online(probe, ["jk1", "jk2", "jk3"], b"true")
+        recovered = time.monotonic()
+        # Within N failed reads per device (one more for the device that reached N first
+        # while its neighbour caught up) and one power cycle.
+        for name in ("jk1", "jk3"):
+            failed = [r for r in raw_after(probe, name, wedged) if r["error"] is not None]
+            assert AFTER_FAILURES <= len(failed) <= AFTER_FAILURES + 1, (name, failed)
+            assert {r["error"]["type"] for r in failed} <= {"ConnectFailed", "Timeout"}
+        assert len(power_offs(sim, "hci0")) == 1
+        assert power_offs(sim, "hci1") == []
+        # No read of hci0 ran during the cycle: no Connect between off and on.
+        log = sim.log()
+        off = next(e["t"] for e in log if e["event"] == "adapter_powered" and not e["powered"])
+        on = next(e["t"] for e in log if e["event"] == "adapter_powered" and e["powered"])
+        assert not [
+            e
+            for e in log
+            if e["event"] == "connect_call" and e["adapter"] == "hci0" and off <= e["t"] <= on
+        ]
+        probe.wait_for(
+            lambda m: (
+                m.topic == "bms/jk/jk1/meta" and m.json()["counters"]["adapter_power_cycles"] == 1
+            ),
+            timeout_s=15,
+            after=cycled,
+        )
+        jk2_meta = probe.on_topic("bms/jk/jk2/meta")[-1].json()
+        assert jk2_meta["counters"]["adapter_power_cycles"] == 0
+        # The neighbour adapter never noticed.
+        assert all(r["error"] is None for r in raw_after(probe, "jk2", wedged))
+        assert sim.faults_armed() == []  # the cycle cured the wedge
+        print(f"wedged -> recovered in {recovered - wedged:.1f} s")
+    text = gateway.log()
+    assert "adapter wedged, power-cycling adapter=hci0" in text
+    assert "adapter power-cycled adapter=hci0 cycles=1" in text
