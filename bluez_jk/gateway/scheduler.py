@@ -399,7 +399,10 @@ class Scheduler:
         Holding the adapter's turn, ahead of every waiting read, so that no read of this
         gateway runs during the cycle; the reader holds the adapter's lock against other
         processes. Afterwards its devices are read at once."""
-        if self.health.verdict(adapter, self.clock.now()).decision != "cycle":
+        verdict = self.health.verdict(adapter, self.clock.now())
+        if verdict.decision == "too_soon":
+            log.info("adapter looks wedged adapter=%s not cycled: %s", adapter, verdict.reason)
+        if verdict.decision != "cycle":
             return
         async with self.gate(adapter).turn(-1):
             verdict = self.health.verdict(
