@@ -300,7 +300,7 @@ class Reader:
             Busy: another process holds the adapter's lock for `timeout_s`.
             BusLost, Timeout, JkError: as `BluezBus.call`.
         """
-        bus = await self._get_bus()
+        bus = await self.get_bus()
         objects = await bus.managed_objects(stage="adapter", timeout_s=timeout_s)
         adapter_obj = resolve_adapter(objects, adapter)
         name = adapter_name(adapter_obj)
