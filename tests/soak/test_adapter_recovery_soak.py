@@ -39,7 +39,6 @@ HCI1_FAULTS = [
     ("drop-mid-frame", 1),
     ("bad-crc", 2),
     ("junk", None),
-    ("slow", None),
 ]
 
 
