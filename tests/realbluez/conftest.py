@@ -19,7 +19,7 @@ import pytest
 
 from tests.realbluez import table, vm
 
-ENV_KNOBS = ("REALBLUEZ_READS", "REALBLUEZ_GATEWAY_S", "REALBLUEZ_ONLY")
+ENV_KNOBS = ("REALBLUEZ_READS", "REALBLUEZ_GATEWAY_S", "REALBLUEZ_ONLY", "REALBLUEZ_DEBUG")
 
 
 def _skip_or_fail(reason: str) -> None:

@@ -259,6 +259,7 @@ async def power_off_and_on(rig: Rig, probe: Probe, bms: Bms) -> None:
 async def wedged_controller(rig: Rig, probe: Probe, bms: Bms) -> None:
     """A controller that never completes a connection until it is reset: reads fail, the
     reader's power cycle (what the gateway's adapter_recovery does) cures it."""
+    await read_step(probe, bms, "read before the wedge", read_timeout(rig))
     await rig.fault("adapter-wedged", bms.address, True)
     try:
         await read_step(probe, bms, "read while wedged", fault_timeout(rig))
