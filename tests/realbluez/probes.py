@@ -254,11 +254,23 @@ async def power_off_and_on(rig: Rig, probe: Probe, bms: Bms) -> None:
     await probe.call(f"/org/bluez/{bms.adapter}", ADAPTER, "StartDiscovery")
     await set_powered(probe, bms, True)
     await read_step(probe, bms, "read after Powered true", read_timeout(rig))
+    # Trusted: 5.66 would otherwise drop the object as temporary later, and the removal of a
+    # temporary object is where it died on the rig (docs/bluez.md fact 21).
+    await probe.call(
+        dev_path(bms), PROPS, "Set", "ssv", [DEVICE, "Trusted", Variant("b", True)], record=False
+    )
 
 
 async def wedged_controller(rig: Rig, probe: Probe, bms: Bms) -> None:
     """A controller that never completes a connection until it is reset: reads fail, the
-    reader's power cycle (what the gateway's adapter_recovery does) cures it."""
+    reader's power cycle (what the gateway's adapter_recovery does) cures it.
+
+    On real 5.66 bluetoothd died in the wedge in both runs (docs/bluez.md fact 21), which
+    would take every scenario running beside the probes with it: there it runs only with
+    REALBLUEZ_WEDGE=1."""
+    if rig.kind == "real" and not os.environ.get("REALBLUEZ_WEDGE"):
+        probe.steps.append("not run on real 5.66 without REALBLUEZ_WEDGE=1 (fact 21)")
+        return
     await read_step(probe, bms, "read before the wedge", read_timeout(rig))
     await rig.fault("adapter-wedged", bms.address, True)
     try:
