@@ -27,6 +27,7 @@ FaultName = Literal[
     "stop-discovery-rejected",
     "ignore-writes",
     "adapter-wedged",
+    "no-logbook",
 ]
 FAULT_NAMES: tuple[FaultName, ...] = get_args(FaultName)
 
@@ -112,6 +113,9 @@ FAULTS: dict[FaultName, FaultKind] = {
         "the controller is wedged: every Connect on the adapter (@MAC: that device's adapter) "
         "times out until the adapter is powered off and on",
         "Adapter.connect_wedged Adapter._reset_controller",
+    ),
+    "no-logbook": FaultKind(
+        "0xA1 is acknowledged but never answered with a logbook frame", "JkBms.on_write"
     ),
 }
 

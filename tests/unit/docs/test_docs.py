@@ -392,6 +392,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["control"] = probe
     elif section == "adapter_recovery":
         raw["adapter_recovery"] = probe
+    elif section == "logbook":
+        raw["logbook"] = probe
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -410,6 +412,7 @@ CONFIG_SECTIONS = {
     "homeassistant": "## `homeassistant`",
     "control": "## `control`",
     "adapter_recovery": "## `adapter_recovery`",
+    "logbook": "## `logbook`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }
