@@ -23,7 +23,12 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from bluez_jk.adapter_lock import AdapterLock
-from bluez_jk.bluez.adapter import discover_device, resolve_adapter
+from bluez_jk.bluez.adapter import (
+    discover_device,
+    require_powered,
+    resolve_adapter,
+    set_powered,
+)
 from bluez_jk.bluez.agent import pair_device
 from bluez_jk.bluez.bus import BluezBus
 from bluez_jk.bluez.device import (
@@ -344,6 +349,31 @@ class Reader:
                 self._bus = await BluezBus.connect(timeout_s=self.timing.call_s)
             return self._bus
 
+    async def power_cycle(
+        self, adapter: str | None, *, off_s: float = 1.0, timeout_s: float = 10.0
+    ) -> str:
+        """Adapter1.Powered false, then `off_s` later true, holding the adapter's lock so that
+        no read of any process runs meanwhile (the gateway's adapter_recovery). Returns the
+        adapter's name. Power on is asked for even when switching off failed or the caller is
+        cancelled: a cycle never leaves the adapter off by our hand.
+
+        Raises:
+            AdapterNotFound: no such adapter (gone), or it refused (NotReady).
+            Busy: another process holds the adapter's lock for `timeout_s`.
+            BusLost, Timeout, JkError: as `BluezBus.call`.
+        """
+        bus = await self.get_bus()
+        objects = await bus.managed_objects(stage="adapter", timeout_s=timeout_s)
+        adapter_obj = resolve_adapter(objects, adapter)
+        name = adapter_name(adapter_obj)
+        async with AdapterLock(name, timeout_s):
+            try:
+                await set_powered(bus, adapter_obj, False, timeout_s)
+                await asyncio.sleep(off_s)
+            finally:
+                await _power_on(bus, adapter_obj, timeout_s)
+        return name
+
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
         if req.logbook:
             logbook = LogbookRead()
@@ -425,6 +455,26 @@ async def read_once(
     """One read with a Reader of its own (a fresh bus connection, closed afterwards)."""
     async with Reader(timing=timing, limits=limits) as reader:
         return await reader.read(req, capture=capture)
+
+
+async def _power_on(bus: BluezBus, adapter_obj: str, timeout_s: float, tries: int = 3) -> None:
+    """Powered true, asked again after a failure: an adapter left off by our power cycle reads
+    `AdapterNotFound` from then on, and the gateway never powers on such an adapter itself."""
+    for attempt in range(1, tries + 1):
+        try:
+            await set_powered(bus, adapter_obj, True, timeout_s)
+        except JkError as err:
+            log.warning(
+                "power on failed adapter=%s try=%d error=%r",
+                adapter_name(adapter_obj),
+                attempt,
+                err,
+            )
+            if attempt == tries:
+                raise
+            await asyncio.sleep(0.5 * attempt)
+        else:
+            return
 
 
 async def _bounded_cleanup(stack: AsyncExitStack) -> None:
@@ -736,6 +786,7 @@ class _Session:
         objects = await bus.managed_objects(stage="adapter", timeout_s=self.budget.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
         self.adapter = adapter_name(adapter_obj)
+        require_powered(objects, adapter_obj)
         return adapter_obj
 
     async def _take_lock(self) -> None:

@@ -59,6 +59,22 @@ def resolve_adapter(objects: ManagedObjects, adapter: str | None) -> str:
     raise AdapterNotFound("no Bluetooth adapter", stage="adapter")
 
 
+def require_powered(objects: ManagedObjects, adapter_obj: str) -> None:
+    """A read needs the adapter on. Checked up front, from the objects at hand, because what
+    BlueZ answers a Connect on a powered-off adapter depends on its version and bearer, and a
+    powered-off adapter is somebody's decision: the gateway must not take it for a wedged one
+    (docs/bluez.md 2.6).
+
+    Raises:
+        AdapterNotFound: `Powered` is false.
+    """
+    if objects.get(adapter_obj, {}).get(ADAPTER, {}).get("Powered", True) is False:
+        raise AdapterNotFound(
+            f"adapter {adapter_name(adapter_obj)} is powered off (bluetoothctl power on)",
+            stage="adapter",
+        )
+
+
 def discovery_filter(pattern: str | None) -> dict[str, Variant]:
     options = {"Transport": Variant("s", "le"), "DuplicateData": Variant("b", False)}
     if pattern is not None:
@@ -209,6 +225,26 @@ async def discover_device(
         except TimeoutError:
             return False
     return True
+
+
+async def set_powered(bus: BluezBus, adapter_obj: str, powered: bool, timeout_s: float) -> None:
+    """Adapter1.Powered. bluetoothd answers the Set once the controller has switched
+    (docs/bluez.md 2.6), so the reply is the end of the step.
+
+    Raises:
+        AdapterNotFound: the adapter is gone (UnknownObject) or refused (NotReady).
+        BusLost, Timeout, JkError: as `BluezBus.call`.
+    """
+    await bus.call(
+        adapter_obj,
+        PROPERTIES,
+        "Set",
+        "ssv",
+        [ADAPTER, "Powered", Variant("b", powered)],
+        stage="adapter",
+        timeout_s=timeout_s,
+    )
+    log.info("adapter powered=%s adapter=%s", powered, adapter_name(adapter_obj))
 
 
 @dataclass

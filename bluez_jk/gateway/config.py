@@ -37,6 +37,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "port": (1, 65535),
     "keepalive": (1, 65535),
     "max_age_s": (1.0, 3600.0),
+    "after_failures": (1, 1000),
+    "min_interval_s": (10.0, 86400.0),
     "interval_s": (0.0, 7 * 86400.0),  # logbook.interval_s; 0: only on cmd/logbook
 }
 # Remote payloads are tiny JSON objects; anything bigger is refused before parsing.
@@ -86,6 +88,18 @@ class ControlConfig:
     enabled: bool = False
     allow: tuple[str, ...] = ()
     max_age_s: float = 120.0  # a write needs a successful read at most this old
+
+
+@dataclass(frozen=True)
+class AdapterRecoveryConfig:
+    """Power-cycle an adapter on which every device keeps failing (gateway/adapter_health.py).
+
+    On by default: it acts only when the adapter already serves none of its devices, at most
+    once per `min_interval_s`, so it costs nothing while things work (docs/config.md)."""
+
+    enabled: bool = True
+    after_failures: int = 5
+    min_interval_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,7 @@ class GatewayConfig:
     control: ControlConfig = ControlConfig()
     victron: VictronConfig = dataclasses.field(default_factory=VictronConfig)
     banks: tuple[BankConfig, ...] = ()
+    adapter_recovery: AdapterRecoveryConfig = AdapterRecoveryConfig()
     logbook: LogbookConfig = LogbookConfig()
     # What a check could not verify here (a systemd credential outside its unit).
     notes: tuple[str, ...] = ()
@@ -412,6 +427,24 @@ def _parse_control(raw: Any, path: str, c: _Checker, default: ControlConfig) -> 
     )
 
 
+RECOVERY_KEYS = ("enabled", "after_failures", "min_interval_s")
+
+
+def _parse_adapter_recovery(raw: Any, c: _Checker) -> AdapterRecoveryConfig:
+    path = "adapter_recovery"
+    default = AdapterRecoveryConfig()
+    src = c.obj(raw, path, RECOVERY_KEYS)
+    if src is None:
+        return default
+    return AdapterRecoveryConfig(
+        enabled=c.boolean(src, "enabled", path, default.enabled),
+        after_failures=int(
+            c.number(src, "after_failures", path, default.after_failures, integer=True)
+        ),
+        min_interval_s=c.number(src, "min_interval_s", path, default.min_interval_s),
+    )
+
+
 def _parse_logbook(raw: Any, path: str, c: _Checker, default: LogbookConfig) -> LogbookConfig:
     """`logbook` at the top level or per device; a per-device key replaces the global one."""
     src = c.obj(raw, path, ("enabled", "interval_s"))
@@ -546,6 +579,7 @@ TOP_KEYS = (
     "homeassistant",
     "control",
     "victron",
+    "adapter_recovery",
     "logbook",
     "devices",
     "banks",
@@ -598,6 +632,7 @@ def parse_config(
         )
     control = _parse_control(src.get("control", {}), "control", c, ControlConfig())
     victron = parse_victron(src.get("victron", {}), "victron", c, VictronConfig())
+    recovery = _parse_adapter_recovery(src.get("adapter_recovery", {}), c)
     logbook = _parse_logbook(src.get("logbook", {}), "logbook", c, LogbookConfig())
     defaults = DeviceConfig(
         name="",
@@ -643,6 +678,7 @@ def parse_config(
         control=control,
         victron=victron,
         banks=banks,
+        adapter_recovery=recovery,
         logbook=logbook,
         notes=tuple(c.notes),
     )

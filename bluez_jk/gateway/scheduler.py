@@ -25,10 +25,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast, runtime_checkable
 
-from bluez_jk.errors import BusError, Timeout
-from bluez_jk.gateway.config import DeviceConfig
+from bluez_jk.errors import BusError, JkError, Timeout
+from bluez_jk.gateway.adapter_health import AdapterHealth, outcome
+from bluez_jk.gateway.config import AdapterRecoveryConfig, DeviceConfig
 from bluez_jk.reader import ReadRequest, follow_stale_s
 from bluez_jk.reading import Reading, error_reading
 
@@ -41,6 +42,8 @@ BACKOFF_CAP_S = 300.0
 STUCK_GRACE_S = 30.0
 # Pause before restarting a device loop that died on an unexpected error.
 RESTART_DELAY_S = 5.0
+# Bound of one whole power cycle (lock, off, pause, on); the reader bounds each call itself.
+POWER_CYCLE_BOUND_S = 60.0
 
 
 class ReaderLike(Protocol):
@@ -51,6 +54,12 @@ class ReaderLike(Protocol):
     async def follow(
         self, req: ReadRequest, on_reading: Callable[[Reading], None], interval_s: float
     ) -> None: ...
+
+
+@runtime_checkable
+class AdapterPower(Protocol):
+    async def power_cycle(self, adapter: str | None) -> str:
+        """Switch the adapter off and on again; its name. Raises JkError."""
 
 
 class Clock(Protocol):
@@ -184,6 +193,8 @@ class Scheduler:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_progress: Callable[[], None] | None = None,
+        power: AdapterPower | None = None,
+        recovery: AdapterRecoveryConfig | None = None,
     ) -> None:
         self.reader = reader
         self.clock: Clock = clock or MonotonicClock()
@@ -193,6 +204,16 @@ class Scheduler:
         self.devices: dict[str, DeviceState] = {d.name: DeviceState(d) for d in devices}
         self._gates: dict[str | None, AdapterGate] = {}
         self.progress = 0
+        # Self-healing adapters (docs/config.md "adapter_recovery"): the policy decides,
+        # `_recover_adapter` carries it out through `power`.
+        settings = recovery or AdapterRecoveryConfig()
+        self.power = power
+        self.health = AdapterHealth.for_devices(
+            {d.name: d.adapter for d in devices},
+            after_failures=settings.after_failures,
+            min_interval_s=settings.min_interval_s,
+            enabled=settings.enabled and power is not None,
+        )
 
     def gate(self, adapter: str | None) -> AdapterGate:
         return self._gates.setdefault(adapter, AdapterGate())
@@ -225,6 +246,7 @@ class Scheduler:
         state = self.devices[name]
         old = state.config
         state.config = config
+        self.health.place(name, config.adapter)
         if state.last_start is not None:
             state.next_due = state.last_start + backoff_s(
                 config.poll_interval_s, state.consecutive_failures
@@ -361,6 +383,63 @@ class Scheduler:
             base = self.clock.now()
             delay = max(delay, base - start)
         state.next_due = base + delay + self._jitter(config.poll_interval_s)
+        if not state.healthy:
+            await self._recover_adapter(config.adapter)
+
+    def _kept_session_on(self, adapter: str | None) -> bool:
+        return any(
+            s.config.keep_connected and s.op is not None
+            for s in self.devices.values()
+            if s.config.adapter == adapter
+        )
+
+    async def _recover_adapter(self, adapter: str | None) -> None:
+        """Power-cycle `adapter` when the policy says it is wedged (gateway/adapter_health.py).
+
+        Holding the adapter's turn, ahead of every waiting read, so that no read of this
+        gateway runs during the cycle; the reader holds the adapter's lock against other
+        processes. Afterwards its devices are read at once."""
+        verdict = self.health.verdict(adapter, self.clock.now())
+        if verdict.decision == "too_soon":
+            log.info("adapter looks wedged adapter=%s not cycled: %s", adapter, verdict.reason)
+        if verdict.decision != "cycle":
+            return
+        async with self.gate(adapter).turn(-1):
+            verdict = self.health.verdict(
+                adapter, self.clock.now(), busy=self._kept_session_on(adapter)
+            )
+            if verdict.decision != "cycle":
+                log.info("adapter not power-cycled adapter=%s reason=%s", adapter, verdict.reason)
+                return
+            shown = adapter or "default"
+            log.warning(
+                "adapter wedged, power-cycling adapter=%s devices=%s reason=%s",
+                shown,
+                ",".join(verdict.devices),
+                verdict.reason,
+            )
+            ok = False
+            try:
+                async with asyncio.timeout(POWER_CYCLE_BOUND_S):
+                    cycled = await cast(AdapterPower, self.power).power_cycle(adapter)
+                ok = True
+            except (JkError, TimeoutError) as err:
+                log.warning("adapter power cycle failed adapter=%s error=%r", shown, err)
+            except Exception:  # a bug here must not end the device loop that asked
+                log.exception("adapter power cycle failed adapter=%s", shown)
+            self.health.cycled(adapter, self.clock.now(), ok=ok)
+            if not ok:
+                return
+            log.warning(
+                "adapter power-cycled adapter=%s cycles=%d devices read again now",
+                cycled,
+                self.health.cycles(adapter),
+            )
+        now = self.clock.now()
+        for name in verdict.devices:
+            other = self.devices[name]
+            other.next_due = min(other.next_due, now)
+            other.wake.set()
 
     async def _guarded_read(self, config: DeviceConfig) -> Reading:
         started = time.monotonic()
@@ -434,6 +513,7 @@ class Scheduler:
         that came from elsewhere (a verified write reads everything), passes here."""
         state.attempts += 1
         state.last_reading = reading
+        self.health.record(state.name, outcome(reading))
         error = reading.get("error")
         if error is None:
             state.successes += 1

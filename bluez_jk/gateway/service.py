@@ -32,7 +32,7 @@ from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
 from bluez_jk.gateway.overrides import resolve
-from bluez_jk.gateway.scheduler import Clock, DeviceState, ReaderLike, Scheduler
+from bluez_jk.gateway.scheduler import AdapterPower, Clock, DeviceState, ReaderLike, Scheduler
 from bluez_jk.gateway.state import StateStore
 from bluez_jk.reader import Reader
 from bluez_jk.reading import Reading, error_reading
@@ -100,7 +100,14 @@ class Gateway:
         self.file_devices = {d.name: d for d in config.devices}
         self.overrides = self._startup_overrides()
         devices = [self._effective(d) for d in config.devices]
-        self.scheduler = Scheduler(reader, devices, self._on_reading, clock=clock)
+        self.scheduler = Scheduler(
+            reader,
+            devices,
+            self._on_reading,
+            clock=clock,
+            power=reader if isinstance(reader, AdapterPower) else None,
+            recovery=config.adapter_recovery,
+        )
         self.gateway_link = link_factory(
             config.mqtt,
             client_id=f"{client_id}-gateway",
@@ -198,6 +205,7 @@ class Gateway:
                 "mqtt_answers_dropped": link.answers_dropped,
                 "commands_dropped": self.commands_dropped.get(state.name, 0),
                 "mqtt_queued": link.queued,
+                "adapter_power_cycles": self.scheduler.health.cycles(state.config.adapter),
             },
         }
 

@@ -196,5 +196,23 @@ class Adapter:
                     )
                 for sender in list(self.sessions):
                     self.end_session(sender, "power_off")
+            else:
+                self._reset_controller()
             self.powered = bool(value)
             self._changed("Powered", "PowerState", "Connectable")
+            self.world.events.record("adapter_powered", adapter=self.name, powered=self.powered)
+
+    # ---- a wedged controller (fault adapter-wedged) ---------------------------------------
+
+    def connect_wedged(self) -> bool:
+        """Does a Connect on this adapter time out? An `adapter-wedged` aimed at any of its
+        devices wedges the whole controller; each timed-out Connect uses up one count."""
+        return any(self.world.faults.fire("adapter-wedged", d.address) for d in self.devices)
+
+    def _reset_controller(self) -> None:
+        """Powering on resets the controller (the kernel sends HCI_Reset): the wedge is gone.
+        An `adapter-wedged` aimed at no device goes with the first adapter that is reset."""
+        faults = self.world.faults
+        for device in self.devices:
+            faults.clear("adapter-wedged", device.address)
+        faults.clear_unaimed("adapter-wedged")

@@ -29,6 +29,9 @@ class AdapterView(Protocol):
     name: str
     path: str
     present: bool
+    powered: bool
+
+    def connect_wedged(self) -> bool: ...
 
 
 class Device:
@@ -337,6 +340,9 @@ class Device:
         self._stop_temporary()  # a device that is connected to is no longer temporary
         if self.connected:
             return
+        if not self.adapter.powered:
+            self.events.record("connect_failed", self.address, self.adapter_name, error="off")
+            raise errors.connect_powered_off()
         if self.faults.fire("in-progress", self.address):
             raise errors.in_progress()
         task = asyncio.get_running_loop().create_task(self._establish())
@@ -358,7 +364,7 @@ class Device:
 
     async def _establish(self) -> None:
         timing = self.world.timing
-        if self.faults.fire("not-advertising", self.address):
+        if self.faults.fire("not-advertising", self.address) or self.adapter.connect_wedged():
             # Nothing answers: the kernel gives up after its LE connect timeout.
             await asyncio.sleep(timing.connect_timeout_s)
             self.events.record("connect_failed", self.address, self.adapter_name, error="timeout")

@@ -89,6 +89,13 @@ def no_discovery() -> DBusError:
     return _bluez("Failed", "No discovery started")
 
 
+def connect_powered_off() -> DBusError:
+    # 5.66 dev_connect on an LE device: no powered check of its own; the ATT socket's connect
+    # fails in the kernel (no route to a controller that is down) and device_connect_le
+    # answers -EIO (docs/bluez.md 2.6).
+    return _bluez("Failed", "Input/output error")
+
+
 def not_ready() -> DBusError:
     return _bluez("NotReady", "Resource Not Ready")
 

@@ -26,6 +26,7 @@ FaultName = Literal[
     "left-connected",
     "stop-discovery-rejected",
     "ignore-writes",
+    "adapter-wedged",
     "no-logbook",
 ]
 FAULT_NAMES: tuple[FaultName, ...] = get_args(FaultName)
@@ -108,6 +109,11 @@ FAULTS: dict[FaultName, FaultKind] = {
     "ignore-writes": FaultKind(
         "register writes are acknowledged but not applied", "JkBms._apply_register"
     ),
+    "adapter-wedged": FaultKind(
+        "the controller is wedged: every Connect on the adapter (@MAC: that device's adapter) "
+        "times out until the adapter is powered off and on",
+        "Adapter.connect_wedged Adapter._reset_controller",
+    ),
     "no-logbook": FaultKind(
         "0xA1 is acknowledged but never answered with a logbook frame", "JkBms.on_write"
     ),
@@ -182,6 +188,13 @@ class FaultSet:
             for f in self._faults
             if not ((name is None or f.name == name) and (address is None or f.address == address))
         ]
+        removed = len(self._faults) - len(keep)
+        self._faults = keep
+        return removed
+
+    def clear_unaimed(self, name: FaultName) -> int:
+        """Disarm the faults of `name` that aim at no device (`clear(name)` takes all)."""
+        keep = [f for f in self._faults if not (f.name == name and f.address is None)]
         removed = len(self._faults) - len(keep)
         self._faults = keep
         return removed

@@ -4,7 +4,9 @@ Runs by default. `BLUEZ_JK_REALBLUEZ=0` leaves it out on a developer's machine; 
 without QEMU, a kernel image, bluetoothd or the `realbluez` extra skips it with the reason.
 Under CI (`CI=true`) neither is allowed: the tier must run, a skip fails the run.
 Knobs: REALBLUEZ_READS (100), REALBLUEZ_GATEWAY_S (300), REALBLUEZ_ONLY (labels, `|`-separated),
-REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEADLINE_S (1080: the whole VM run, a margin over
+REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEBUG (bluetoothd -d), REALBLUEZ_WEDGE (run the
+wedged-controller probe on the real rig too, where it kills bluetoothd 5.66),
+REALBLUEZ_DEADLINE_S (1080: the whole VM run, a margin over
 the ~15 minutes it takes on 2 busy cores).
 """
 
@@ -19,7 +21,13 @@ import pytest
 
 from tests.realbluez import table, vm
 
-ENV_KNOBS = ("REALBLUEZ_READS", "REALBLUEZ_GATEWAY_S", "REALBLUEZ_ONLY")
+ENV_KNOBS = (
+    "REALBLUEZ_READS",
+    "REALBLUEZ_GATEWAY_S",
+    "REALBLUEZ_ONLY",
+    "REALBLUEZ_DEBUG",
+    "REALBLUEZ_WEDGE",
+)
 
 
 def _skip_or_fail(reason: str) -> None:

@@ -30,7 +30,7 @@ from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
 from tests.realbluez.guest_boards import ADAPTERS, BOARDS, PAIRING
 from tests.realbluez.pairing import lost_bond
-from tests.realbluez.peer import PeerBms, host_controller
+from tests.realbluez.peer import HostController, PeerBms, host_controller
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
 
@@ -88,12 +88,15 @@ class RealRig:
         locks.chmod(0o1777)
         self.env = dict(os.environ, BLUEZ_JK_LOCK_DIR=str(locks), PYTHONPATH=os.getcwd())
         self._transports: list[Any] = []
+        self.controllers: dict[str, HostController] = {}
 
     async def start(self) -> None:
         for index in range(len(ADAPTERS)):  # the kernel numbers vhci controllers in order
             transport = await open_transport("vhci")
             self._transports.append(transport)
-            host_controller(f"hci{index}", transport.source, transport.sink, self.link)
+            self.controllers[f"hci{index}"] = host_controller(
+                f"hci{index}", transport.source, transport.sink, self.link
+            )
             await wait_for_adapter(f"hci{index}")
         for name, spec in BOARDS.items():
             peer = PeerBms(spec, self.link, pairing=PAIRING.get(name, "none"))
@@ -105,7 +108,9 @@ class RealRig:
 
     async def fault(self, name: str, address: str, on: bool) -> None:
         peer = self.peer(address)
-        if name == "not-advertising":
+        if name == "adapter-wedged":
+            self.controllers[peer.spec.adapter].wedged = on
+        elif name == "not-advertising":
             await (peer.stop_advertising() if on else peer.resume_advertising())
         elif on:
             peer.faults.add(make_fault(name, 1 if name == "drop-mid-frame" else None, address))

@@ -50,9 +50,62 @@ log = logging.getLogger("realbluez.peer")
 _HOST_FEATURES_OFF = hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.LL_PRIVACY
 
 
-def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> Controller:
+class HostController(Controller):
+    """A host-side controller that can wedge (the rig's `adapter-wedged`): it takes every LE
+    Create Connection and never completes one, so the kernel's connect times out, until the
+    host resets it - what a power cycle through Adapter1.Powered does (the kernel sends
+    HCI_Reset when it powers a controller on)."""
+
+    wedged = False
+    _held: Any = None  # the LE Create Connection the wedge keeps pending
+
+    def create_le_connection(self, peer_address: hci.Address) -> None:
+        if self.wedged:
+            # Pending until the kernel gives up and cancels it.
+            self._held = self.pending_le_connection
+            return
+        super().create_le_connection(peer_address)
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> Any:
+        held, self._held = self._held, None
+        result = super().on_hci_le_create_connection_cancel_command(command)
+        if held is not None and held is self.pending_le_connection:
+            # As a controller must (Core Vol 4 Part E 7.8.13): after the Command Complete,
+            # LE Connection Complete with Unknown Connection Identifier. bumble's own cancel
+            # sends nothing, which leaves the kernel's connect state hanging.
+            self.pending_le_connection = None
+            asyncio.get_running_loop().call_soon(self._cancelled, held)
+        return result
+
+    def _cancelled(self, held: Any) -> None:
+        self.send_hci_packet(
+            hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0,
+                role=0,
+                peer_address_type=held.peer_address_type,
+                peer_address=held.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            )
+        )
+
+    def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> Any:
+        if self.wedged:
+            log.warning("%s reset: no longer wedged", self.name)
+        self.wedged = False
+        self._held = None
+        self.pending_le_connection = None
+        return super().on_hci_reset_command(command)
+
+
+def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> HostController:
     """The controller the kernel gets through vhci (hciN inside the VM)."""
-    controller = Controller(name, host_source=source, host_sink=sink, link=link)
+    controller = HostController(name, host_source=source, host_sink=sink, link=link)
     controller.le_features = controller.le_features & ~_HOST_FEATURES_OFF
     return controller
 

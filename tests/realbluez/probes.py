@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from bluez_jk.reader import Reader
@@ -19,12 +19,14 @@ from tests.realbluez.scenarios import (
     Bms,
     Outcome,
     Rig,
+    fault_timeout,
     labelled,
     read_timeout,
     request,
     system_bus,
 )
 
+ADAPTER = "org.bluez.Adapter1"
 DEVICE = "org.bluez.Device1"
 CHAR = "org.bluez.GattCharacteristic1"
 PROPS = "org.freedesktop.DBus.Properties"
@@ -221,6 +223,66 @@ async def unknown_device(rig: Rig, probe: Probe, bms: Bms) -> None:
     await probe.call(f"/org/bluez/{bms.adapter}", "org.bluez.Adapter1", "RemoveDevice", "o", [path])
 
 
+async def set_powered(probe: Probe, bms: Bms, on: bool) -> None:
+    await probe.call(
+        f"/org/bluez/{bms.adapter}",
+        PROPS,
+        "Set",
+        "ssv",
+        [ADAPTER, "Powered", Variant("b", on)],
+        timeout_s=30,
+    )
+
+
+async def read_step(probe: Probe, bms: Bms, what: str, timeout_s: float) -> None:
+    """One read with the project's reader; the step says its error type or ok."""
+    async with Reader() as reader:
+        reading = await reader.read(request(bms, timeout_s=timeout_s))
+    error = reading["error"]
+    probe.steps.append(f"{what}: {error['type'] if error else 'ok'}")
+
+
+async def power_off_and_on(rig: Rig, probe: Probe, bms: Bms) -> None:
+    """Adapter1.Powered false with a link up: the link, Connect and StartDiscovery while off;
+    then a read after Powered true (the gateway's adapter_recovery relies on all four)."""
+    await probe.connected_resolved(bms, _limit(rig))
+    probe.changes.clear()
+    await set_powered(probe, bms, False)
+    await probe.wait_change("Connected=False", 10)
+    probe.steps.append("link dropped" if "Connected=False" in probe.changes else "link kept")
+    await probe.call(dev_path(bms), DEVICE, "Connect", timeout_s=_limit(rig))
+    await probe.call(f"/org/bluez/{bms.adapter}", ADAPTER, "StartDiscovery")
+    await set_powered(probe, bms, True)
+    await read_step(probe, bms, "read after Powered true", read_timeout(rig))
+    # Trusted: 5.66 would otherwise drop the object as temporary later, and the removal of a
+    # temporary object is where it died on the rig (docs/bluez.md fact 21).
+    await probe.call(
+        dev_path(bms), PROPS, "Set", "ssv", [DEVICE, "Trusted", Variant("b", True)], record=False
+    )
+
+
+async def wedged_controller(rig: Rig, probe: Probe, bms: Bms) -> None:
+    """A controller that never completes a connection until it is reset: reads fail, the
+    reader's power cycle (what the gateway's adapter_recovery does) cures it.
+
+    On real 5.66 bluetoothd died in the wedge in both runs (docs/bluez.md fact 21), which
+    would take every scenario running beside the probes with it: there it runs only with
+    REALBLUEZ_WEDGE=1."""
+    if rig.kind == "real" and not os.environ.get("REALBLUEZ_WEDGE"):
+        probe.steps.append("not run on real 5.66 without REALBLUEZ_WEDGE=1 (fact 21)")
+        return
+    await read_step(probe, bms, "read before the wedge", read_timeout(rig))
+    await rig.fault("adapter-wedged", bms.address, True)
+    try:
+        await read_step(probe, bms, "read while wedged", fault_timeout(rig))
+        async with Reader() as reader:
+            await reader.power_cycle(bms.adapter)
+        probe.steps.append("power cycle: ok")
+        await read_step(probe, bms, "read after the power cycle", read_timeout(rig))
+    finally:
+        await rig.fault("adapter-wedged", bms.address, False)
+
+
 PROBES = {
     "Connect to a known BMS that stopped advertising": connect_not_advertising,
     "Connect while a Connect is pending, then Disconnect": connect_twice,
@@ -228,6 +290,8 @@ PROBES = {
     "AcquireNotify twice, StartNotify while acquired, StopNotify after": acquire_twice,
     "GATT calls on a disconnected device": write_while_disconnected,
     "Connect / RemoveDevice of an unknown device": unknown_device,
+    "Adapter1.Powered off and on": power_off_and_on,
+    "a wedged controller, then a power cycle": wedged_controller,
 }
 
 

@@ -36,6 +36,7 @@ TRANSIENT = [
     "stale-cache",
     "left-connected",
     "stop-discovery-rejected",
+    "adapter-wedged:2",
 ]
 
 PERSISTENT = [
@@ -47,6 +48,7 @@ PERSISTENT = [
     ("drop-mid-frame", "Disconnected"),
     ("bad-crc", "ProtocolError"),
     ("silent", "Timeout"),
+    ("adapter-wedged", "ConnectFailed"),
     # BlueZ 5.66 pairs on its own when the CCCD write is refused; without an agent StartNotify
     # (auto's choice there) has no answer: a Timeout that names pairing (issue 12 pairs).
     ("auth-required", "AuthenticationRequired"),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from dbus_fast import Variant
 
 from bluez_jk.protocol.stream import StreamDecoder
 from tests.fixtures.bluez import SimHandle
@@ -373,3 +374,73 @@ async def test_uncached_at_run_time_forgets_a_disconnected_device(sim: SimHandle
         await c.connect_resolved()
         assert CHAR in await c.managed()
         assert sim.faults_armed() == []
+
+
+POWERED = ("org.freedesktop.DBus.Properties", "Set", "ssv")
+HCI0 = "/org/bluez/hci0"
+HCI1_DEV = "/org/bluez/hci1/dev_C8_47_80_11_22_33"
+
+
+async def _power(c: Client, path: str, on: bool) -> None:
+    iface, member, sig = POWERED
+    await c.call(path, iface, member, sig, [ADAPTER1, "Powered", Variant("b", on)])
+
+
+async def test_powered_off_drops_links_and_refuses_connect_and_discovery(sim: SimHandle) -> None:
+    async with client(sim.bus_address) as c:
+        await c.connect_resolved()
+        await c.call(HCI0, ADAPTER1, "StartDiscovery")
+        start = len(c.signals)
+        await _power(c, HCI0, False)
+        await c.wait_prop(DEV, "Connected", False, start=start)
+        await c.wait_prop(HCI0, "Discovering", False, start=start)
+        await c.wait_prop(HCI0, "Powered", False, start=start)
+        # 5.66's LE connect path has no powered check: the kernel's socket connect fails.
+        assert await c.expect_error(DEV, DEVICE1, "Connect") == (
+            "org.bluez.Error.Failed",
+            "Input/output error",
+        )
+        assert await c.expect_error(HCI0, ADAPTER1, "StartDiscovery") == (
+            "org.bluez.Error.NotReady",
+            "Resource Not Ready",
+        )
+        assert DEV in await c.managed()  # the device object stays
+        await _power(c, HCI0, True)
+        await c.connect_resolved()
+    assert [(e["adapter"], e["powered"]) for e in sim.log() if e["event"] == "adapter_powered"] == [
+        ("hci0", False),
+        ("hci0", True),
+    ]
+
+
+async def test_adapter_wedged_times_out_every_connect_on_its_adapter_until_a_power_cycle(
+    sim_factory: Factory,
+) -> None:
+    sim = sim_factory(devices=[f"{ADDRESS},adapter=hci0", f"{OTHER},adapter=hci1"])
+    sim.set_fault("adapter-wedged", address=ADDRESS)
+    async with client(sim.bus_address) as c:
+        for _ in range(2):
+            started = time.monotonic()
+            assert await c.expect_error(DEV, DEVICE1, "Connect") == ABORT
+            assert time.monotonic() - started >= 0.3  # connect_timeout_s with fast timing
+        await c.connect_resolved(HCI1_DEV)  # the other adapter is not wedged
+        assert sim.faults_armed() == ["adapter-wedged@" + ADDRESS]
+        await _power(c, HCI0, False)
+        assert sim.faults_armed() == ["adapter-wedged@" + ADDRESS]  # off alone is no reset
+        await _power(c, HCI0, True)
+        assert sim.faults_armed() == []
+        await c.connect_resolved()
+
+
+async def test_adapter_wedged_aimed_at_no_device_goes_with_the_first_reset(
+    sim_factory: Factory,
+) -> None:
+    sim = sim_factory(devices=[f"{ADDRESS},adapter=hci0", f"{OTHER},adapter=hci1"])
+    sim.set_fault("adapter-wedged")  # every adapter
+    sim.set_fault("adapter-wedged", address=OTHER)
+    async with client(sim.bus_address) as c:
+        await _power(c, HCI0, False)
+        await _power(c, HCI0, True)
+        assert sim.faults_armed() == ["adapter-wedged@" + OTHER]
+        await c.connect_resolved()
+        assert await c.expect_error(HCI1_DEV, DEVICE1, "Connect") == ABORT

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bluez_jk.bluez.adapter import looks_like_jk, resolve_adapter
+from bluez_jk.bluez.adapter import looks_like_jk, require_powered, resolve_adapter
 from bluez_jk.bluez.errors import StaleCache
 from bluez_jk.bluez.gatt import find_jk_chars, uuid16
 from bluez_jk.errors import AdapterNotFound
@@ -94,6 +94,13 @@ def test_adapter_choice() -> None:
         resolve_adapter(objs, "hci5")
     with pytest.raises(AdapterNotFound):
         resolve_adapter({}, None)
+
+
+def test_a_read_needs_a_powered_adapter() -> None:
+    objs = adapters(("hci0", False), ("hci1", True))
+    require_powered(objs, "/org/bluez/hci1")
+    with pytest.raises(AdapterNotFound, match="hci0 is powered off"):
+        require_powered(objs, "/org/bluez/hci0")
 
 
 def test_jk_recognition() -> None:

@@ -395,6 +395,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["victron"] = probe
     elif section == "banks[]":
         raw["banks"] = [{"name": "bank1", "members": ["jk1"], **probe}]
+    elif section == "adapter_recovery":
+        raw["adapter_recovery"] = probe
     elif section == "logbook":
         raw["logbook"] = probe
     elif section == "devices[]":
@@ -416,6 +418,7 @@ CONFIG_SECTIONS = {
     "control": "## `control`",
     "victron": "## `victron`",
     "banks[]": "## `banks[]`",
+    "adapter_recovery": "## `adapter_recovery`",
     "logbook": "## `logbook`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
@@ -465,6 +468,7 @@ def _json_default(value: Any) -> str | None:
         (gateway_config.ControlConfig, "## `control`"),
         (gateway_config.VictronConfig, "## `victron`"),
         (ChargeSettings, "## `victron`"),
+        (gateway_config.AdapterRecoveryConfig, "## `adapter_recovery`"),
     ],
 )
 def test_documented_defaults_match_the_code(cls: Any, heading: str) -> None:

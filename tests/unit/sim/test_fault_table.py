@@ -10,7 +10,7 @@ import bluez_jk.sim
 from bluez_jk.sim.faults import FAULT_NAMES, FAULTS
 
 SIM = Path(bluez_jk.sim.__file__).parent
-_QUERIES = {"active", "fire", "clear"}
+_QUERIES = {"active", "fire", "clear", "clear_unaimed"}
 
 
 def _asked_in() -> dict[str, set[str]]:

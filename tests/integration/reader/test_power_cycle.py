@@ -1,0 +1,56 @@
+"""`Reader.power_cycle` (the gateway's adapter_recovery) against the simulator: Powered goes
+false then true under the adapter's lock, a read works afterwards, and a gone adapter or a
+held lock is a typed error that leaves the adapter as it was."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bluez_jk.adapter_lock import AdapterLock
+from bluez_jk.errors import AdapterNotFound, Busy
+from bluez_jk.reader import Reader, ReadRequest
+from tests.fixtures.bluez import SimHandle
+from tests.integration.reader.conftest import ADDRESS, assert_reader_clean
+
+pytestmark = pytest.mark.integration
+
+REQ = ReadRequest(name="jk1", address=ADDRESS, adapter="hci0", timeout_s=5)
+
+
+def powered(sim: SimHandle) -> list[bool]:
+    return [e["powered"] for e in sim.log() if e["event"] == "adapter_powered"]
+
+
+async def test_power_cycle_switches_off_and_on_and_a_read_follows(
+    sim: SimHandle, reader: Reader
+) -> None:
+    assert (await reader.read(REQ))["error"] is None
+    assert await reader.power_cycle("hci0", off_s=0.05) == "hci0"
+    assert powered(sim) == [False, True]
+    reading = await reader.read(REQ)
+    assert reading["error"] is None, reading["error"]
+    await assert_reader_clean(sim, reader)
+
+
+async def test_the_default_adapter_is_resolved(sim: SimHandle, reader: Reader) -> None:
+    assert await reader.power_cycle(None, off_s=0.05) == "hci0"
+    assert powered(sim) == [False, True]
+
+
+async def test_a_gone_adapter_is_adapter_not_found_and_not_touched(
+    sim: SimHandle, reader: Reader
+) -> None:
+    await asyncio.to_thread(sim.set_adapter_present, "hci0", False)
+    with pytest.raises(AdapterNotFound, match="hci0"):
+        await reader.power_cycle("hci0", off_s=0.05)
+    await asyncio.to_thread(sim.set_adapter_present, "hci0", True)
+    assert powered(sim) == []
+
+
+async def test_a_held_lock_is_busy_and_the_adapter_stays_on(sim: SimHandle, reader: Reader) -> None:
+    async with AdapterLock("hci0", timeout_s=1.0):
+        with pytest.raises(Busy):
+            await reader.power_cycle("hci0", off_s=0.05, timeout_s=0.3)
+    assert powered(sim) == []
