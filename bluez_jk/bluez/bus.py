@@ -28,6 +28,11 @@ OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 SignalHandler = Callable[[Message], None]
 
+# Match rules kept for the life of a connection (`signals(..., keep=True)`): one per device
+# watched and two per adapter, so a gateway's set stays far below this; past it, rules are
+# added and removed per use again, so the set can never grow without bound.
+MAX_KEPT_RULES = 64
+
 
 def properties_changed_rule(*, path: str | None = None, namespace: str | None = None) -> str:
     rule = f"type='signal',sender='{BLUEZ}',interface='{PROPERTIES}',member='PropertiesChanged'"
@@ -52,6 +57,10 @@ class BluezBus:
 
     def __init__(self, bus: MessageBus) -> None:
         self._bus = bus
+        # Rules added once and left in place until the connection closes: an AddMatch and a
+        # RemoveMatch round trip per read saved, at the price of signals nobody listens to
+        # between reads (a disconnected BMS emits next to none).
+        self._kept: set[str] = set()
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
@@ -83,6 +92,11 @@ class BluezBus:
     @property
     def unique_name(self) -> str:
         return str(self._bus.unique_name)
+
+    @property
+    def kept_rules(self) -> frozenset[str]:
+        """The match rules this connection keeps until it closes (at most MAX_KEPT_RULES)."""
+        return frozenset(self._kept)
 
     async def close(self) -> None:
         """Disconnect and wait (at most 2 s) until dbus-fast has let go of the socket.
@@ -206,9 +220,13 @@ class BluezBus:
         )
 
     @asynccontextmanager
-    async def signals(self, rules: Sequence[str], handler: SignalHandler) -> AsyncIterator[None]:
-        """Deliver signals matching `rules` to `handler` inside the block; the match rules are
-        removed on every exit path (leaked rules live as long as the connection).
+    async def signals(
+        self, rules: Sequence[str], handler: SignalHandler, *, keep: bool = False
+    ) -> AsyncIterator[None]:
+        """Deliver signals matching `rules` to `handler` inside the block. Without `keep` the
+        match rules are removed on every exit path (leaked rules live as long as the
+        connection); with `keep` they stay for the connection's life, one AddMatch per rule
+        and connection, within MAX_KEPT_RULES (beyond it they are removed as without).
 
         Raises:
             BusLost, Timeout: as `call`, for an AddMatch.
@@ -218,15 +236,18 @@ class BluezBus:
         self._bus.add_message_handler(handler)
         try:
             for rule in rules:
+                if keep and rule in self._kept:
+                    continue
+                kept = keep and len(self._kept) < MAX_KEPT_RULES
                 # Counted before the reply: an AddMatch whose caller was cancelled or timed out
                 # still reaches dbus-daemon, and a RemoveMatch sent after it on the same
                 # connection is handled after it, so it removes the rule either way.
-                added.append(rule)
+                (self._kept.add if kept else added.append)(rule)
                 try:
                     await self._bus_method("AddMatch", rule)
                 except JkError as err:
                     if err.dbus_error is not None:  # refused: there is no rule to remove
-                        added.remove(rule)
+                        (self._kept.discard if kept else added.remove)(rule)
                     raise
             yield
         finally:

@@ -45,23 +45,33 @@ class DeviceWatch:
         self._wake()
 
     def on_signal(self, message: Message) -> None:
-        changed = signal_body(message, PROPERTIES, "PropertiesChanged")
-        if changed is not None and message.path == self.path and changed[0] == DEVICE:
-            self.props.update(changed[1])
-            if changed[2]:
-                # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
-                gone = set(changed[2])
-                self.props = cast(Device1, {k: v for k, v in self.props.items() if k not in gone})
-            self._wake()
+        # Cheap header checks first: the device's namespace rule also brings the Value signal
+        # of every notification, which is none of this watch's business.
+        member = message.member
+        if member == "PropertiesChanged":
+            if message.path != self.path:
+                return
+            changed = signal_body(message, PROPERTIES, "PropertiesChanged")
+            if changed is not None and changed[0] == DEVICE:
+                self.props.update(changed[1])
+                if changed[2]:
+                    # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
+                    gone = set(changed[2])
+                    self.props = cast(
+                        Device1, {k: v for k, v in self.props.items() if k not in gone}
+                    )
+                self._wake()
+            return
+        if member not in ("InterfacesAdded", "InterfacesRemoved") or message.body[0] != self.path:
             return
         added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
-        if added is not None and added[0] == self.path and DEVICE in added[1]:
+        if added is not None and DEVICE in added[1]:
             self.props = added[1][DEVICE]
             self.exists = True
             self._wake()
             return
         removed = signal_body(message, OBJECT_MANAGER, "InterfacesRemoved")
-        if removed is not None and removed[0] == self.path and DEVICE in removed[1]:
+        if removed is not None and DEVICE in removed[1]:
             self.exists = False
             self.props = {}
             self._wake()
@@ -103,6 +113,9 @@ class DeviceWatch:
 @asynccontextmanager
 async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncIterator[DeviceWatch]:
     """Subscribe first, then read the current state, so that no change falls in between.
+    The match rules (the device's namespace: its own and its GATT objects' PropertiesChanged;
+    the adapter's InterfacesAdded/Removed) stay for the connection's life: a read of the same
+    BMS adds none, and `started_notify` shares the namespace rule.
 
     Raises:
         BusLost, Timeout: as `BluezBus.call`.
@@ -112,11 +125,11 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
     """
     watch = DeviceWatch(path, None)
     rules = [
-        properties_changed_rule(path=path),
+        properties_changed_rule(namespace=path),
         interfaces_rule("InterfacesAdded", adapter_obj),
         interfaces_rule("InterfacesRemoved", adapter_obj),
     ]
-    async with bus.signals(rules, watch.on_signal):
+    async with bus.signals(rules, watch.on_signal, keep=True):
         objects = await bus.managed_objects(stage="connect")
         watch.reset(objects.get(path, {}).get(DEVICE))
         yield watch
