@@ -29,7 +29,7 @@ from bluez_jk.bluez.device import (
     wait_services_resolved,
     watch_device,
 )
-from bluez_jk.bluez.errors import ConnectAborted, LinkLost
+from bluez_jk.bluez.errors import ConnectAborted, LinkLost, StaleCache
 from bluez_jk.bluez.gatt import (
     JkChars,
     acquired_notify,
@@ -38,7 +38,7 @@ from bluez_jk.bluez.gatt import (
     started_notify,
     write_command,
 )
-from bluez_jk.bluez.paths import adapter_name
+from bluez_jk.bluez.paths import adapter_name, adapter_path
 from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
 from bluez_jk.bluez.version import bluez_version, default_notify_mode
 from bluez_jk.errors import (
@@ -116,6 +116,8 @@ class Reader:
         self._notify_modes: dict[str, NotifyMode] = {}
         # BMS that had to pair once: later reads pair before they subscribe.
         self._needs_pairing: set[str] = set()
+        # Model numbers (0x2A24) read once per BMS: the same for the life of the firmware.
+        self._models: dict[str, str] = {}
         self.interrupted: Reading | None = None
 
     async def __aenter__(self) -> Reader:
@@ -457,6 +459,11 @@ class _Session:
 
     async def _resolve_adapter(self, bus: BluezBus) -> str:
         self.stage = "adapter"
+        if self.req.adapter is not None:
+            # A named adapter's path is known; the device watch's snapshot checks that it is
+            # there (AdapterNotFound otherwise), which saves a GetManagedObjects per read.
+            self.adapter = self.req.adapter
+            return adapter_path(self.req.adapter)
         # A busy bluetoothd (a Pi Zero, many devices in range) takes seconds for this.
         objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
@@ -570,19 +577,33 @@ class _Session:
         self.paired = bool(watch.props.get("Paired", False))
         if not self.paired and self._pair_first(pending):
             await self._pair(bus, watch)
-        objects = await bus.managed_objects(stage="resolve", timeout_s=self.bound(timing.call_s))
-        chars = find_jk_chars(objects, dev_obj)
+        chars = await self._find_chars(bus, watch)
+        if self.model_nbr is None:
+            self.model_nbr = self.reader._models.get(self.req.address)
         if self.model_nbr is None and chars.model_number is not None:
             # Before subscribing: with StartNotify a read also arrives as a Value signal.
             self.model_nbr = await read_model_number(
                 bus, chars.model_number, self.bound(timing.model_read_s)
             )
+            if self.model_nbr is not None:
+                self.reader._models[self.req.address] = self.model_nbr
         self.stage = "subscribe"
         await self._subscribe(stack, bus, chars)
         watch.listeners.append(self.collector.changed.set)
         await self._handshake(bus, chars, watch)
         if self.on_reading is not None:
             await self._stream(watch)
+
+    async def _find_chars(self, bus: BluezBus, watch: DeviceWatch) -> JkChars:
+        """The JK characteristics from the watch's view of the device's GATT objects; only
+        when they are not all there (a stale cache, or signals not seen) from a fresh
+        GetManagedObjects, which also decides the StaleCache error."""
+        try:
+            return find_jk_chars(watch.objects, watch.path)
+        except StaleCache:
+            timeout_s = self.bound(self.reader.timing.call_s)
+            objects = await bus.managed_objects(stage="resolve", timeout_s=timeout_s)
+            return find_jk_chars(objects, watch.path)
 
     def _pair_first(self, pending: Action | None) -> bool:
         """Pair before subscribing: asked to by the policy, or known to be needed (a passkey

@@ -178,8 +178,15 @@ class BluezBus:
             )
         return reply
 
-    async def managed_objects(self, *, stage: Stage, timeout_s: float = 10.0) -> ManagedObjects:
-        """ObjectManager.GetManagedObjects of org.bluez, unpacked.
+    async def managed_objects(
+        self,
+        *,
+        stage: Stage,
+        timeout_s: float = 10.0,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> ManagedObjects:
+        """ObjectManager.GetManagedObjects of org.bluez, unpacked; only the paths `wanted`
+        accepts when given (unpacking every device in range costs more than the call).
 
         Raises:
             BusLost, Timeout: as `call`.
@@ -190,8 +197,12 @@ class BluezBus:
         reply = await self.call(
             "/", OBJECT_MANAGER, "GetManagedObjects", stage=stage, timeout_s=timeout_s
         )
-        objects: ManagedObjects = unpack_variants(reply.body[0])
-        return objects
+        if wanted is None:
+            objects: ManagedObjects = unpack_variants(reply.body[0])
+            return objects
+        return {
+            path: unpack_variants(ifaces) for path, ifaces in reply.body[0].items() if wanted(path)
+        }
 
     async def get_property(
         self, path: str, interface: str, name: str, *, stage: Stage, timeout_s: float = 5.0

@@ -11,6 +11,7 @@ from typing import cast
 
 from dbus_fast import Message, Variant
 
+from bluez_jk.bluez.adapter import resolve_adapter
 from bluez_jk.bluez.bus import (
     OBJECT_MANAGER,
     PROPERTIES,
@@ -20,7 +21,8 @@ from bluez_jk.bluez.bus import (
     signal_body,
 )
 from bluez_jk.bluez.errors import LinkLost, ObjectVanished
-from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1
+from bluez_jk.bluez.paths import adapter_name, is_under
+from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1, Interfaces, ManagedObjects
 from bluez_jk.errors import JkError, ServicesNotResolved
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class DeviceWatch:
         self.path = path
         self.props: Device1 = (props or {}).copy()
         self.exists = props is not None
+        # The device's GATT objects as the snapshot had them plus InterfacesAdded/Removed
+        # since: what `find_jk_chars` needs, without another GetManagedObjects.
+        self.objects: ManagedObjects = {}
+        self._prefix = path + "/"
         self._waiters: list[asyncio.Future[None]] = []
         self.listeners: list[Callable[[], None]] = []
 
@@ -62,7 +68,12 @@ class DeviceWatch:
                     )
                 self._wake()
             return
-        if member not in ("InterfacesAdded", "InterfacesRemoved") or message.body[0] != self.path:
+        if member not in ("InterfacesAdded", "InterfacesRemoved"):
+            return
+        if message.body[0].startswith(self._prefix):
+            self._on_gatt_signal(message)
+            return
+        if message.body[0] != self.path:
             return
         added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
         if added is not None and DEVICE in added[1]:
@@ -75,6 +86,20 @@ class DeviceWatch:
             self.exists = False
             self.props = {}
             self._wake()
+
+    def _on_gatt_signal(self, message: Message) -> None:
+        added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
+        if added is not None:
+            ifaces = self.objects.setdefault(added[0], {})
+            ifaces.update(added[1])
+            return
+        removed = signal_body(message, OBJECT_MANAGER, "InterfacesRemoved")
+        if removed is not None and removed[0] in self.objects:
+            left = {k: v for k, v in self.objects[removed[0]].items() if k not in removed[1]}
+            if left:
+                self.objects[removed[0]] = cast(Interfaces, left)
+            else:
+                del self.objects[removed[0]]
 
     @property
     def connected(self) -> bool:
@@ -118,6 +143,7 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
     BMS adds none, and `started_notify` shares the namespace rule.
 
     Raises:
+        AdapterNotFound: the adapter is not (or no longer) there.
         BusLost, Timeout: as `BluezBus.call`.
         BusError: a match rule refused, or bluetoothd not on the bus.
         ConnectFailed: any other error reply to GetManagedObjects (the default of stage
@@ -130,8 +156,14 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
         interfaces_rule("InterfacesRemoved", adapter_obj),
     ]
     async with bus.signals(rules, watch.on_signal, keep=True):
-        objects = await bus.managed_objects(stage="connect")
+        objects = await bus.managed_objects(
+            stage="connect", wanted=lambda p: p == adapter_obj or is_under(p, path)
+        )
+        if adapter_obj not in objects:
+            # Gone since it was resolved (or never checked): the full list names the others.
+            resolve_adapter(await bus.managed_objects(stage="adapter"), adapter_name(adapter_obj))
         watch.reset(objects.get(path, {}).get(DEVICE))
+        watch.objects = {p: i for p, i in objects.items() if p.startswith(watch._prefix)}
         yield watch
 
 
