@@ -232,3 +232,27 @@ async def test_adapter_that_vanishes_and_returns(sim: SimHandle, reader: Reader)
     reading = await reader.read(req)
     assert reading["error"] is None, reading["error"]
     assert_device_released(sim)
+
+
+async def test_kept_rules_and_cached_state_survive_a_bluetoothd_restart(
+    sim: SimHandle, reader: Reader
+) -> None:
+    """The rules a read keeps for the connection's life name org.bluez, not its unique name:
+    after bluetoothd restarts (a new owner, every object exported anew) the next read on the
+    same connection adds none, sees the new objects and reads the model number it kept."""
+    req = ReadRequest(name="jk1", address=ADDRESS, adapter="hci0", timeout_s=10)
+    first = await reader.read(req)
+    assert first["error"] is None, first["error"]
+    bus = reader._bus
+    assert bus is not None
+    kept = bus.kept_rules
+    assert kept
+    await asyncio.to_thread(sim.restart)
+    for _ in range(2):
+        reading = await reader.read(req)
+        assert reading["error"] is None, reading["error"]
+        assert reading["model_nbr"] == first["model_nbr"]
+    assert reader._bus is bus
+    assert bus.kept_rules == kept
+    assert_device_released(sim)
+    await assert_reader_clean(sim, reader)
