@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -147,14 +148,17 @@ async def worker(side: str, mode: str, reads: int, counter: MessageCounter) -> d
         await one()
     walls = []
     sent0, received0 = counter.sent, counter.received
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = time.process_time()
     for _ in range(reads):
         t0 = time.perf_counter()
         await one()
         walls.append(time.perf_counter() - t0)
     cpu = time.process_time() - cpu0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "cpu_ms": 1000 * cpu / reads,
+        "sys_ms": 1000 * (usage1.ru_stime - usage0.ru_stime) / reads,
         "wall_ms": 1000 * statistics.median(walls),
         "sent": (counter.sent - sent0) / reads,
         "received": (counter.received - received0) / reads,
@@ -211,7 +215,7 @@ def main() -> None:
         f"{args.timing}, one JK02_32S on {ADAPTER}, device known to BlueZ"
     )
     print(
-        "| notify | side | CPU per read | wall per read "
+        "| notify | side | CPU per read (of it sys) | wall per read "
         "| D-Bus messages per read (sent + received) |"
     )
     print("| --- | --- | --- | --- | --- |")
@@ -221,7 +225,8 @@ def main() -> None:
             sent, received = median_of(rounds, "sent"), median_of(rounds, "received")
             print(
                 f"| {mode} | {'Bleak' if side == 'bleak' else 'Reader.read'} | "
-                f"{median_of(rounds, 'cpu_ms'):.2f} ms | {median_of(rounds, 'wall_ms'):.1f} ms | "
+                f"{median_of(rounds, 'cpu_ms'):.2f} ms ({median_of(rounds, 'sys_ms'):.2f} ms) | "
+                f"{median_of(rounds, 'wall_ms'):.1f} ms | "
                 f"{sent + received:.0f} ({sent:.0f} + {received:.0f}) |"
             )
     for mode in modes:

@@ -257,8 +257,14 @@ class _Collector:
         self.last_chunk_at = asyncio.get_running_loop().time()
         if self.capture is not None:
             self.capture(chunk)
+        assembler = self.decoder.assembler
+        before = assembler.frames + assembler.corrupt
         self.decoder.feed(chunk)
-        self.changed.set()
+        # Waiters act on whole frames only (a chunk is ~20 bytes of a 300-byte frame): waking
+        # them per chunk cost an event-loop round per chunk. The resend timer re-reads
+        # last_chunk_at when it fires, so a stream that is slow but steady still holds it off.
+        if assembler.frames + assembler.corrupt != before:
+            self.changed.set()
 
     def on_end(self) -> None:
         self.ended = True

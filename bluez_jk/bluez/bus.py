@@ -61,6 +61,10 @@ class BluezBus:
         # RemoveMatch round trip per read saved, at the price of signals nobody listens to
         # between reads (a disconnected BMS emits next to none).
         self._kept: set[str] = set()
+        # Signal handlers of the open `signals` blocks, called by one dbus-fast handler that
+        # stays registered: dbus-fast inspects a handler's signature on every registration.
+        self._handlers: list[SignalHandler] = []
+        bus.add_message_handler(self._dispatch)
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
@@ -92,6 +96,11 @@ class BluezBus:
     @property
     def unique_name(self) -> str:
         return str(self._bus.unique_name)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.message_type == MessageType.SIGNAL:
+            for handler in tuple(self._handlers):
+                handler(message)
 
     @property
     def kept_rules(self) -> frozenset[str]:
@@ -150,20 +159,29 @@ class BluezBus:
             signature=signature,
             body=list(body),
         )
-        # The request is on its way whatever happens to the caller, so the reply is awaited
-        # through a shield: when the caller gives up (timeout, cancellation by a pause or a
-        # session deadline) a late reply is still taken in and its fds closed. Otherwise
-        # dbus-fast drops it with its fds open, and an AcquireNotify fd dropped that way keeps
-        # the notify session "acquired" in BlueZ until the link goes.
-        pending = asyncio.ensure_future(self._bus.call(message))
+        # The request is on its way whatever happens to the caller, so its reply is taken in
+        # by a callback that outlives the caller: when the caller gave up (timeout,
+        # cancellation by a pause or a session deadline) a late reply's fds are closed there.
+        # Otherwise dbus-fast drops it with its fds open, and an AcquireNotify fd dropped that
+        # way keeps the notify session "acquired" in BlueZ until the link goes. (dbus-fast's
+        # callback form of a call, which its own `call` wraps: no task and no shield per call.)
+        pending: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+
+        def on_reply(reply: Message | None, err: Exception | None) -> None:
+            if pending.done():
+                _close_late_reply(reply)
+            elif err is not None:
+                pending.set_exception(err)
+            else:
+                pending.set_result(reply)
+
         try:
+            self._bus._call(message, on_reply)
             async with asyncio.timeout(timeout_s):
-                reply = await asyncio.shield(pending)
+                reply = await pending
         except TimeoutError as err:
-            pending.add_done_callback(_close_late_reply)
             raise Timeout(f"{member} got no reply within {timeout_s:.1f} s", stage=stage) from err
         except asyncio.CancelledError:
-            pending.add_done_callback(_close_late_reply)
             raise
         except Exception as err:  # the connection broke under the call
             raise BusLost(f"{member}: bus connection lost ({err!r})", stage=stage) from err
@@ -244,7 +262,7 @@ class BluezBus:
             BusError: dbus-daemon refused a rule (its `dbus_error` says why).
         """
         added: list[str] = []
-        self._bus.add_message_handler(handler)
+        self._handlers.append(handler)
         try:
             for rule in rules:
                 if keep and rule in self._kept:
@@ -262,7 +280,7 @@ class BluezBus:
                     raise
             yield
         finally:
-            self._bus.remove_message_handler(handler)
+            self._handlers.remove(handler)
             if added:
                 # Shielded: a second cancellation during the cleanup must not skip a rule.
                 removal = asyncio.ensure_future(self._remove_matches(added))
@@ -282,11 +300,10 @@ class BluezBus:
                 log.warning("RemoveMatch failed rule=%s error=%s", rule, err)
 
 
-def _close_late_reply(pending: asyncio.Future[Message]) -> None:
-    """Done-callback for a call its caller gave up on: close the fds a late reply carries."""
-    if pending.cancelled() or pending.exception() is not None:
+def _close_late_reply(reply: Message | None) -> None:
+    """A reply that came after its caller gave up: close the fds it carries."""
+    if reply is None:
         return  # the connection closed first; nothing arrived
-    reply = pending.result()
     for fd in reply.unix_fds:
         os.close(fd)
     log.debug("closed %d fd(s) of a late %s reply", len(reply.unix_fds), reply.message_type.name)

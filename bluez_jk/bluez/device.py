@@ -21,7 +21,7 @@ from bluez_jk.bluez.bus import (
     signal_body,
 )
 from bluez_jk.bluez.errors import LinkLost, ObjectVanished
-from bluez_jk.bluez.paths import adapter_name, is_under
+from bluez_jk.bluez.paths import adapter_name
 from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1, Interfaces, ManagedObjects
 from bluez_jk.errors import JkError, ServicesNotResolved
 
@@ -157,7 +157,8 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
     ]
     async with bus.signals(rules, watch.on_signal, keep=True):
         objects = await bus.managed_objects(
-            stage="connect", wanted=lambda p: p == adapter_obj or is_under(p, path)
+            stage="connect",
+            wanted=lambda p: p in (adapter_obj, path) or p.startswith(watch._prefix),
         )
         if adapter_obj not in objects:
             # Gone since it was resolved (or never checked): the full list names the others.
