@@ -6,6 +6,10 @@ the gateway, the latency it adds between `cmd/read` and the `raw` message.
 
     python bench/gateway.py [--devices 8] [--adapters 2] [--interval 2] [--duration 60]
 
+Also measured on the same simulator: `Reader.read` alone over the same devices (one Reader
+in a process of its own: what the gateway adds per read beyond its reader), and the gateway
+with every device on `keep_connected` (CPU per second next to polling's).
+
 "CPU per read" counts only the poller (gateway process, or every reader process it started),
 never the simulator or the broker. "Added latency" is the time from publishing `cmd/read` to
 receiving `raw`, minus the read's own `duration_s` (the time the BLE session took on the
@@ -84,7 +88,12 @@ def missed_deadlines(
 
 
 def gateway_config(
-    broker: Broker, specs: list[tuple[str, str, str]], interval: float, state_dir: Path
+    broker: Broker,
+    specs: list[tuple[str, str, str]],
+    interval: float,
+    state_dir: Path,
+    *,
+    keep_connected: bool = False,
 ) -> dict[str, Any]:
     return {
         "mqtt": {"host": broker.host, "port": broker.port, "base_topic": "bms", "keepalive": 10},
@@ -92,7 +101,10 @@ def gateway_config(
         "timeout_s": 10,
         "scan_timeout_s": 3,
         "state_dir": str(state_dir),
-        "devices": [{"name": n, "address": a, "adapter": h} for n, a, h in specs],
+        "devices": [
+            {"name": n, "address": a, "adapter": h, "keep_connected": keep_connected}
+            for n, a, h in specs
+        ],
     }
 
 
@@ -130,11 +142,17 @@ def raw_times(probe: MqttProbe, names: list[str]) -> dict[str, list[float]]:
 
 
 def bench_gateway(
-    args: argparse.Namespace, sim: SimHandle, broker: Broker, work: Path
+    args: argparse.Namespace,
+    sim: SimHandle,
+    broker: Broker,
+    work: Path,
+    *,
+    keep_connected: bool = False,
 ) -> dict[str, Any]:
     specs = device_specs(args.devices, args.adapters)
     names = [n for n, _, _ in specs]
-    config = gateway_config(broker, specs, args.interval, work / "state")
+    state = work / ("state-stream" if keep_connected else "state")
+    config = gateway_config(broker, specs, args.interval, state, keep_connected=keep_connected)
     with MqttProbe(broker, ["bms/jk/+/raw"]) as probe:
         proc = start_gateway(config, sim, work)
         try:
@@ -159,6 +177,7 @@ def bench_gateway(
         "failed_reads": errors,
         "cpu_s": cpu1 - cpu0,
         "cpu_ms_per_read": 1000 * (cpu1 - cpu0) / max(reads, 1),
+        "cpu_ms_per_s": 1000 * (cpu1 - cpu0) / (end - start),
         "rss_mib_peak": peak,
         "rss_mib_hwm": hwm,
         "missed_deadlines": missed_deadlines(times, start, end, args.interval),
@@ -299,6 +318,7 @@ def main() -> int:
         try:
             gw = bench_gateway(args, sim, broker, work)
             alone = bench_reader(args, sim, work)
+            stream = bench_gateway(args, sim, broker, work, keep_connected=True)
             lat = bench_latency(args, sim, broker, work)
             ppp = bench_process_per_poll(args, sim, work)
         finally:
@@ -314,6 +334,12 @@ def main() -> int:
         f"gateway:          {gw['reads']} reads ({gw['failed_reads']} failed), "
         f"CPU {gw['cpu_ms_per_read']:.2f} ms/read, RSS peak {gw['rss_mib_peak']:.1f} MiB "
         f"(HWM {gw['rss_mib_hwm']:.1f}), missed deadlines {gw['missed_deadlines']}"
+    )
+    print(
+        f"keep_connected:   {stream['reads']} readings ({stream['failed_reads']} failed), "
+        f"CPU {stream['cpu_ms_per_s']:.1f} ms per second (polling: {gw['cpu_ms_per_s']:.1f}), "
+        f"{stream['cpu_ms_per_read']:.2f} ms per reading, RSS peak {stream['rss_mib_peak']:.1f} "
+        f"MiB, missed deadlines {stream['missed_deadlines']}"
     )
     print(
         f"reader alone:     {alone['reads']} reads ({alone['failed_reads']} failed), "
