@@ -3,6 +3,11 @@ GATT, subscribe, 0x97 then 0x96, collect device info, settings and cell info unt
 `timeout_s`, and always clean up (docs/design.md, "Concurrency and cleanup").
 
 BlueZ trouble is handled by `bluez.recovery.decide`; this module only carries its decisions out.
+
+Where a session is, is a `SessionStage`, changed only by `_Session._enter`; its value is the
+published `stage` of an error raised there. What the session says to the subscribed BMS is a
+conversation over a `Link`: `handshake` for a read, writer.py's for a verified write.
+`Reader.run_session` is the one error boundary around a session.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from bluez_jk.adapter_lock import AdapterLock
 from bluez_jk.bluez.adapter import discover_device, resolve_adapter
@@ -101,144 +107,16 @@ class Timing:
     subscribe_s: float = 5.0  # StartNotify / AcquireNotify
 
 
-class Reader:
-    """Reads JK-BMS devices over one system-bus connection, reopened when it is lost.
+@dataclass
+class DeviceMemory:
+    """What a Reader learnt about each BMS (by address), for its later sessions."""
 
-    `read` never raises a JkError: failures come back in the Reading's `error`, together with
-    every frame decoded before the failure. Cancellation cleans up, then propagates."""
-
-    def __init__(self, *, timing: Timing | None = None, limits: Limits | None = None) -> None:
-        self.timing = timing or Timing()
-        self.limits = limits or Limits()
-        self._bus: BluezBus | None = None
-        self._bus_guard = asyncio.Lock()
-        # AcquireNotify refused once -> StartNotify for this device from then on.
-        self._notify_modes: dict[str, NotifyMode] = {}
-        # BMS that had to pair once: later reads pair before they subscribe.
-        self._needs_pairing: set[str] = set()
-        # Model numbers (0x2A24) read once per BMS: the same for the life of the firmware.
-        self._models: dict[str, str] = {}
-        self.interrupted: Reading | None = None
-
-    async def __aenter__(self) -> Reader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._bus is not None:
-            await self._bus.close()
-            self._bus = None
-
-    def notify_mode(self, address: str) -> NotifyMode | None:
-        return self._notify_modes.get(address)
-
-    async def default_notify_mode(self) -> NotifyMode:
-        """What `notify_mode: auto` means on this machine's BlueZ (bluez/version.py)."""
-        return default_notify_mode(await bluez_version())
-
-    async def _get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
-        """The shared connection; a new one when it is closed or is the one that `failed`
-        (another session may already have replaced it)."""
-        async with self._bus_guard:
-            if self._bus is not None and (self._bus is failed or not self._bus.connected):
-                await self._bus.close()
-                self._bus = None
-            if self._bus is None:
-                self._bus = await BluezBus.connect(timeout_s=self.timing.call_s)
-            return self._bus
-
-    async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
-        started = time.monotonic()
-        reading = new_reading(req.name, req.address, req.adapter)
-        session = _Session(self, req, capture, await self.default_notify_mode())
-        try:
-            await session.run()
-        except JkError as err:
-            reading["error"] = err.to_info()
-        except asyncio.CancelledError:
-            # Kept (filled below) for a caller that cancelled us and still reports (jk-ble-read
-            # on Ctrl-C), with the stage the read had really reached.
-            reading["error"] = Interrupted("interrupted", stage=session.stage).to_info()
-            self.interrupted = reading
-            raise
-        except Exception as err:  # the boundary: anything unexpected leaves as a typed error
-            log.exception("read failed unexpectedly name=%s", req.name)
-            reading["error"] = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
-        finally:
-            session.fill(reading)
-            reading["duration_s"] = round(time.monotonic() - started, 3)
-        log.info(
-            "read name=%s ok=%s got=%s duration_s=%.2f error=%s",
-            req.name,
-            reading["error"] is None,
-            reading["got"],
-            reading["duration_s"],
-            reading["error"] and reading["error"]["type"],
-        )
-        return reading
-
-    async def follow(
-        self, req: ReadRequest, on_reading: Callable[[Reading], None], interval_s: float
-    ) -> None:
-        """Stay connected and call `on_reading` every `interval_s` with the latest values of
-        the BMS's own stream; after a failure, an error Reading, then a new session one
-        interval later. Runs until cancelled; cleans up like `read`."""
-        while True:
-            started = time.monotonic()
-            reading = new_reading(req.name, req.address, req.adapter)
-            session = _Session(
-                self,
-                req,
-                None,
-                await self.default_notify_mode(),
-                on_reading=on_reading,
-                interval_s=interval_s,
-            )
-            try:
-                await session.run()
-            except JkError as err:
-                reading["error"] = err.to_info()
-            except Exception as err:  # the boundary, as in `read`
-                log.exception("follow failed unexpectedly name=%s", req.name)
-                reading["error"] = BusError(f"internal error: {err!r}").to_info()
-            session.fill(reading)
-            reading["duration_s"] = round(time.monotonic() - started, 3)
-            on_reading(reading)
-            await asyncio.sleep(interval_s)
-
-
-def follow_stale_s(interval_s: float, timeout_s: float) -> float:
-    """How long a followed stream may stay without a frame before the session is given up."""
-    return max(3.0 * interval_s, timeout_s)
-
-
-async def read_once(
-    req: ReadRequest,
-    *,
-    capture: Capture | None = None,
-    timing: Timing | None = None,
-    limits: Limits | None = None,
-) -> Reading:
-    """One read with a Reader of its own (a fresh bus connection, closed afterwards)."""
-    async with Reader(timing=timing, limits=limits) as reader:
-        return await reader.read(req, capture=capture)
-
-
-async def _bounded_cleanup(stack: AsyncExitStack) -> None:
-    """Close `stack` even if the caller is cancelled meanwhile; every step inside is bounded."""
-    task = asyncio.ensure_future(stack.aclose())
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
+    # AcquireNotify refused once -> StartNotify for this device from then on.
+    notify_modes: dict[str, NotifyMode] = field(default_factory=dict)
+    # BMS that had to pair once: later reads pair before they subscribe.
+    needs_pairing: set[str] = field(default_factory=set)
+    # Model numbers (0x2A24), read once per BMS: the same for the life of its firmware.
+    models: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -271,6 +149,235 @@ class _Collector:
         self.changed.set()
 
 
+@dataclass
+class Link:
+    """A connected BMS whose notifications arrive: what a conversation with it works with (the
+    handshake; writer.py's verified register write)."""
+
+    bus: BluezBus
+    chars: JkChars
+    watch: DeviceWatch
+    decoder: StreamDecoder
+    collector: _Collector
+    timing: Timing
+    enter: Callable[[SessionStage], None]  # the session's stage transition
+    budget: Budget  # the session's time: `bound` a step's limit, `left` until the deadline
+
+    @property
+    def complete(self) -> bool:
+        got = self.decoder.got
+        return bool(got["device_info"] and got["cell_info"] and got["settings"])
+
+    def check_connected(self, doing: str) -> None:
+        if self.collector.ended or not self.watch.connected or not self.watch.exists:
+            raise LinkLost(f"link dropped while {doing}", stage="collect")
+
+    async def send(self, frame: bytes, limit_s: float | None = None) -> None:
+        """Write `frame` to the BMS (bounded by `limit_s`, by default `timing.call_s`)."""
+        call_s = self.timing.call_s if limit_s is None else limit_s
+        await write_command(self.bus, self.chars.write, frame, self.budget.bound(call_s))
+
+    async def command(self, code: int, limit_s: float | None = None) -> None:
+        """Send command `code`; the session then collects its answer."""
+        self.enter(SessionStage.WRITE)
+        await self.send(command(code), limit_s)
+        self.enter(SessionStage.COLLECT)
+
+    async def wait(self, until: float) -> None:
+        """Until a notification (or the end of the subscription), at most to loop time `until`."""
+        self.collector.changed.clear()
+        try:
+            async with asyncio.timeout_at(until):
+                await self.collector.changed.wait()
+        except TimeoutError:
+            pass
+
+
+async def handshake(link: Link) -> None:
+    """0x97 first, then 0x96 (docs/protocol.md 3.1). A command is sent again when its answer
+    is evidently lost: the link went quiet for `resend_s`, or three frames (or corrupt
+    ones) came without completing the set, or `resend_max_s` passed. A slow but steady
+    stream therefore never triggers duplicate requests."""
+    timing = link.timing
+    loop = asyncio.get_running_loop()
+    assembler = link.decoder.assembler
+
+    def frames_seen() -> int:
+        return int(assembler.frames) + int(assembler.corrupt)
+
+    async def send(code: int) -> tuple[float, int]:
+        await link.command(code)
+        return loop.time(), frames_seen()
+
+    code = CMD_DEVICE_INFO
+    tries = 1
+    sent_at, frames_at_send = await send(code)
+    while not link.complete:
+        link.check_connected("collecting frames")
+        if code == CMD_DEVICE_INFO and (link.decoder.got["device_info"] or tries > 2):
+            code, tries = CMD_CELL_INFO, 1
+            sent_at, frames_at_send = await send(code)
+            continue
+        quiet_from = max(sent_at, link.collector.last_chunk_at)
+        resend_at = min(quiet_from + timing.resend_s, sent_at + timing.resend_max_s)
+        if frames_seen() - frames_at_send >= 3 or loop.time() >= resend_at:
+            tries += 1
+            log.info("answer to 0x%02X looks lost, sending it again (try %d)", code, tries)
+            sent_at, frames_at_send = await send(code)
+            continue
+        await link.wait(resend_at)
+
+
+# What a session does with the BMS once it is connected and subscribed.
+Conversation = Callable[[Link], Awaitable[None]]
+
+
+class Unrecoverable(Exception):
+    """Raised by a conversation for a failure that no retry can cure: the session ends at once
+    and its Reading carries `error`."""
+
+    def __init__(self, error: JkError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Reader:
+    """Reads JK-BMS devices over one system-bus connection, reopened when it is lost.
+
+    `read` never raises a JkError: failures come back in the Reading's `error`, together with
+    every frame decoded before the failure. Cancellation cleans up, then propagates."""
+
+    def __init__(self, *, timing: Timing | None = None, limits: Limits | None = None) -> None:
+        self.timing = timing or Timing()
+        self.limits = limits or Limits()
+        self._bus: BluezBus | None = None
+        self._bus_guard = asyncio.Lock()
+        self.memory = DeviceMemory()
+        # The last session that was cancelled, filled as far as it got (jk-ble-read on Ctrl-C).
+        self.interrupted: Reading | None = None
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+
+    def notify_mode(self, address: str) -> NotifyMode | None:
+        return self.memory.notify_modes.get(address)
+
+    async def default_notify_mode(self) -> NotifyMode:
+        """What `notify_mode: auto` means on this machine's BlueZ (bluez/version.py)."""
+        return default_notify_mode(await bluez_version())
+
+    async def get_bus(self, *, failed: BluezBus | None = None) -> BluezBus:
+        """The shared connection; a new one when it is closed or is the one that `failed`
+        (another session may already have replaced it)."""
+        async with self._bus_guard:
+            if self._bus is not None and (self._bus is failed or not self._bus.connected):
+                await self._bus.close()
+                self._bus = None
+            if self._bus is None:
+                self._bus = await BluezBus.connect(timeout_s=self.timing.call_s)
+            return self._bus
+
+    async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
+        reading = await self.run_session(req, capture=capture)
+        log.info(
+            "read name=%s ok=%s got=%s duration_s=%.2f error=%s",
+            req.name,
+            reading["error"] is None,
+            reading["got"],
+            reading["duration_s"],
+            reading["error"] and reading["error"]["type"],
+        )
+        return reading
+
+    async def follow(
+        self, req: ReadRequest, on_reading: Callable[[Reading], None], interval_s: float
+    ) -> None:
+        """Stay connected and call `on_reading` every `interval_s` with the latest values of
+        the BMS's own stream; after a failure, an error Reading, then a new session one
+        interval later. Runs until cancelled; cleans up like `read`."""
+        while True:
+            on_reading(await self.run_session(req, on_reading=on_reading, interval_s=interval_s))
+            await asyncio.sleep(interval_s)
+
+    async def run_session(
+        self,
+        req: ReadRequest,
+        conversation: Conversation = handshake,
+        *,
+        capture: Capture | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
+        interval_s: float = 0.0,
+    ) -> Reading:
+        """One session (see `_Session`) inside the error boundary of `read`, `follow` and
+        writer.py: never raises a JkError, the Reading carries it. Cancellation cleans up,
+        keeps the Reading in `interrupted`, then propagates."""
+        started = time.monotonic()
+        reading = new_reading(req.name, req.address, req.adapter)
+        mode = await self.default_notify_mode()
+        follow = None if on_reading is None else _Follow(on_reading, interval_s)
+        session = _Session(self, req, conversation, mode, capture=capture, follow=follow)
+        try:
+            await session.run()
+        except JkError as err:
+            reading["error"] = err.to_info()
+        except Unrecoverable as err:
+            reading["error"] = err.error.to_info()
+        except asyncio.CancelledError:
+            # Kept (filled below) for a caller that cancelled us and still reports (jk-ble-read
+            # on Ctrl-C), with the stage the read had really reached.
+            reading["error"] = Interrupted("interrupted", stage=session.stage.published).to_info()
+            self.interrupted = reading
+            raise
+        except Exception as err:  # the boundary: anything unexpected leaves as a typed error
+            log.exception("session failed unexpectedly name=%s", req.name)
+            error = BusError(f"internal error: {err!r}", stage=session.stage.published)
+            reading["error"] = error.to_info()
+        finally:
+            session.fill(reading)
+            reading["duration_s"] = round(time.monotonic() - started, 3)
+        return reading
+
+
+def follow_stale_s(interval_s: float, timeout_s: float) -> float:
+    """How long a followed stream may stay without a frame before the session is given up."""
+    return max(3.0 * interval_s, timeout_s)
+
+
+async def read_once(
+    req: ReadRequest,
+    *,
+    capture: Capture | None = None,
+    timing: Timing | None = None,
+    limits: Limits | None = None,
+) -> Reading:
+    """One read with a Reader of its own (a fresh bus connection, closed afterwards)."""
+    async with Reader(timing=timing, limits=limits) as reader:
+        return await reader.read(req, capture=capture)
+
+
+async def _bounded_cleanup(stack: AsyncExitStack) -> None:
+    """Close `stack` even if the caller is cancelled meanwhile; every step inside is bounded."""
+    task = asyncio.ensure_future(stack.aclose())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 _RESTART_HINT = (
     "only a restart of bluetoothd clears it: `sudo systemctl restart bluetooth`. "
     "notify_mode auto avoids AcquireNotify on BlueZ before 5.84"
@@ -291,22 +398,119 @@ _STUCK_AFTER_RESET = (
 )
 
 
+class SessionStage(StrEnum):
+    """Where a read session is. The value is what an error raised there publishes as its
+    `stage` (one of errors.Stage, a contract of the Reading and MQTT: docs/design.md)."""
+
+    BUS = "bus"
+    ADAPTER = "adapter"
+    LOCK = "lock"
+    DISCOVER = "discover"
+    CONNECT = "connect"
+    RESOLVE = "resolve"
+    PAIR = "pair"
+    SUBSCRIBE = "subscribe"
+    WRITE = "write"
+    COLLECT = "collect"
+
+    @property
+    def published(self) -> Stage:
+        # mypy checks that every value is one of the Literal's.
+        return self.value
+
+
+# Stages at which the BMS is connected and subscribed: a deadline there is about the frames.
+_TALKING = frozenset({SessionStage.SUBSCRIBE, SessionStage.WRITE, SessionStage.COLLECT})
+# What a read that ran out of time elsewhere failed with, if no attempt failed before.
+_DEADLINE_ERRORS: dict[SessionStage, type[JkError]] = {
+    SessionStage.BUS: BusError,
+    SessionStage.ADAPTER: BusError,
+    SessionStage.LOCK: Busy,
+    SessionStage.DISCOVER: DeviceNotFound,
+    SessionStage.CONNECT: ConnectFailed,
+    SessionStage.RESOLVE: ServicesNotResolved,
+}
+
+
+class Budget:
+    """A session's time: one deadline, `timeout_s` after the start (again after a followed
+    stream dropped), that every step's own limit is cut to."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = 0.0
+        self._timeout: asyncio.Timeout | None = None
+
+    def start(self) -> asyncio.Timeout:
+        """The deadline as a context manager that raises TimeoutError when it passes."""
+        self.deadline = asyncio.get_running_loop().time() + self.timeout_s
+        self._timeout = asyncio.timeout_at(self.deadline)
+        return self._timeout
+
+    def restart(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.timeout_s
+        if self._timeout is not None:
+            self._timeout.reschedule(self.deadline)
+
+    def suspend(self) -> None:
+        """No deadline while a followed stream runs (it has a staleness bound of its own)."""
+        if self._timeout is not None:
+            self._timeout.reschedule(None)
+
+    def left(self) -> float:
+        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
+
+    def bound(self, limit_s: float) -> float:
+        return max(min(limit_s, self.left()), 0.05)
+
+
+class _AdapterLockHold:
+    """A session's adapter lock: taken once the adapter is known, held to the end of the
+    session; `follow` gives it back while it only listens to the stream."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self.held = False
+
+    async def take(self, adapter: str, timeout_s: float) -> None:
+        await self._stack.enter_async_context(AdapterLock(adapter, timeout_s))
+        self.held = True
+
+    async def release(self) -> None:
+        await self._stack.aclose()
+        self.held = False
+
+
+@dataclass(frozen=True)
+class _Follow:
+    """`follow`'s part of a session: after the handshake, stay and hand out Readings."""
+
+    on_reading: Callable[[Reading], None]
+    interval_s: float
+
+
 class _Session:
+    """One read: lock the adapter, find and connect the device, resolve GATT, subscribe, then
+    the conversation (and for `follow` the stream), retried as `bluez.recovery.decide` says
+    until it succeeds or the budget runs out. Its stage changes only in `_enter`."""
+
     def __init__(
         self,
         reader: Reader,
         req: ReadRequest,
-        capture: Capture | None,
+        conversation: Conversation,
         default_mode: NotifyMode,
         *,
-        on_reading: Callable[[Reading], None] | None = None,
-        interval_s: float = 0.0,
+        capture: Capture | None = None,
+        follow: _Follow | None = None,
     ) -> None:
         self.reader = reader
         self.req = req
+        self.conversation = conversation
         self.decoder = StreamDecoder(req.protocol)
         self.collector = _Collector(self.decoder, capture)
-        self.stage: Stage = "bus"
+        self._stage = SessionStage.BUS
+        self.budget = Budget(req.timeout_s)
         self.last_error: JkError | None = None
         self.model_nbr: str | None = None
         self.adapter: str | None = req.adapter
@@ -316,20 +520,23 @@ class _Session:
             if req.notify_mode != "auto"
             else reader.notify_mode(req.address) or default_mode
         )
-        self.deadline = 0.0
-        self._timeout: asyncio.Timeout | None = None
-        # The adapter lock, held from the adapter's resolution to the end of the session;
-        # `follow` gives it back while it only listens to the stream.
-        self._lock = AsyncExitStack()
-        self.locked = False
-        self.on_reading = on_reading
-        self.interval_s = interval_s
+        self.lock = _AdapterLockHold()
+        self.follow = follow
         self.streamed = False
         self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
         self.bus: BluezBus | None = None
         self.adapter_obj: str | None = None
         self.paired: bool | None = None  # Device1.Paired once connected
-        self.paired_now = False  # this read paired
+
+    @property
+    def stage(self) -> SessionStage:
+        return self._stage
+
+    def _enter(self, stage: SessionStage) -> None:
+        """The one place the session changes stage."""
+        if stage is not self._stage:
+            log.debug("stage %s -> %s name=%s", self._stage, stage, self.req.name)
+        self._stage = stage
 
     def fill(self, reading: Reading) -> None:
         reading["adapter"] = self.adapter
@@ -346,106 +553,112 @@ class _Session:
         status: Any = self.decoder.status
         reading["status"] = status
 
-    def time_left(self) -> float:
-        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
-
-    def bound(self, limit_s: float) -> float:
-        return max(min(limit_s, self.time_left()), 0.05)
-
-    @property
-    def complete(self) -> bool:
-        got = self.decoder.got
-        return bool(got["device_info"] and got["cell_info"] and got["settings"])
+    def snapshot(self) -> Reading:
+        reading = new_reading(self.req.name, self.req.address, self.adapter)
+        self.fill(reading)
+        return reading
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.time() + self.req.timeout_s
         try:
-            async with asyncio.timeout_at(self.deadline) as self._timeout:
+            async with self.budget.start():
                 await self._run()
         except TimeoutError:
             # On a worker thread: a lock timeout names the lock's holder from /proc/locks.
             err = await asyncio.to_thread(self._deadline_error)
             if isinstance(err, NotifyStuck):
-                await self._keep_wedged(self.bus, self.adapter_obj)
+                await self._keep_wedged()
             raise err from None
         finally:
-            await self._lock.aclose()
+            await self.lock.release()
 
     async def _run(self) -> None:
         tried = Tried(may_pair=self.req.pairing != "never")
         pending: Action | None = None
-        bus: BluezBus | None = None
-        adapter_obj: str | None = None
         while True:
             try:
-                if bus is None or pending == "reconnect_bus":
-                    self.stage = "bus"
-                    bus = await self.reader._get_bus(
-                        failed=bus if pending == "reconnect_bus" else None
-                    )
-                self.bus = bus
-                if adapter_obj is None:
-                    adapter_obj = await self._resolve_adapter(bus)
-                    self.adapter_obj = adapter_obj
-                await self._take_lock()
-                await self._attempt(bus, adapter_obj, pending)
+                await self._attempt(pending)
             except JkError as err:
-                self.last_error = err
-                tried.paired = bool(self.paired)
-                if self.streamed:
-                    # A link that streamed for a while and then dropped starts a fresh
-                    # budget: the limits are per incident, not per lifetime.
-                    tried, self.streamed = Tried(), False
-                    self._set_deadline()
-                decision = decide(err, tried, self.time_left(), self.reader.limits)
-                log.info(
-                    "attempt failed name=%s stage=%s error=%r next=%s delay_s=%.2f",
-                    self.req.name,
-                    self.stage,
-                    err,
-                    decision.action,
-                    decision.delay_s,
-                )
-                if decision.action == "give_up":
-                    if isinstance(err, NotifyAcquired) and await self._wedged(bus, adapter_obj):
-                        err = NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage)
-                    if isinstance(err, NotifyStuck):
-                        await self._keep_wedged(bus, adapter_obj)
-                        raise err from self.last_error
-                    raise
-                if decision.action in ("pair", "repair"):
-                    # Remembered: the next reads of this BMS pair before they subscribe.
-                    self.reader._needs_pairing.add(self.req.address)
-                if decision.action == "start_notify":
-                    if self.req.notify_mode == "acquire":
-                        raise
-                    self.mode = "start"
-                    if self.req.notify_mode == "auto":
-                        self.reader._notify_modes[self.req.address] = "start"
-                pending = decision.action
-                if decision.delay_s:
-                    await asyncio.sleep(decision.delay_s)
+                tried, pending = await self._recover(err, tried)
             else:
                 return
 
-    async def _keep_wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> None:
-        """A wedged device must not be removed (bluetoothd 5.66 crashes): keep it Trusted."""
-        if bus is None or adapter_obj is None:
-            return
+    async def _attempt(self, pending: Action | None) -> None:
+        """One try, after carrying out what the recovery policy asked for (`pending`)."""
+        if self.bus is None or pending == "reconnect_bus":
+            self._enter(SessionStage.BUS)
+            failed = self.bus if pending == "reconnect_bus" else None
+            self.bus = await self.reader.get_bus(failed=failed)
+        if self.adapter_obj is None:
+            self.adapter_obj = await self._resolve_adapter(self.bus)
+        await self._take_lock()
+        stack = AsyncExitStack()
         try:
-            await keep_device(bus, device_path(adapter_obj, self.req.address), self.bound(2.0))
+            await self._connected_session(stack, self.bus, self.adapter_obj, pending)
+        finally:
+            await _bounded_cleanup(stack)
+
+    async def _recover(self, err: JkError, tried: Tried) -> tuple[Tried, Action]:
+        """What the policy makes of a failed attempt: the next one's action, after its delay.
+        Raises the error when the policy gives up."""
+        self.last_error = err
+        tried.paired = bool(self.paired)
+        if self.streamed:
+            # A link that streamed for a while and then dropped starts a fresh
+            # budget: the limits are per incident, not per lifetime.
+            tried, self.streamed = Tried(), False
+            self.budget.restart()
+        decision = decide(err, tried, self.budget.left(), self.reader.limits)
+        log.info(
+            "attempt failed name=%s stage=%s error=%r next=%s delay_s=%.2f",
+            self.req.name,
+            self.stage,
+            err,
+            decision.action,
+            decision.delay_s,
+        )
+        if decision.action == "give_up":
+            await self._give_up(err)
+        if decision.action in ("pair", "repair"):
+            # Remembered: the next reads of this BMS pair before they subscribe.
+            self.reader.memory.needs_pairing.add(self.req.address)
+        if decision.action == "start_notify":
+            if self.req.notify_mode == "acquire":
+                raise err
+            self.mode = "start"
+            if self.req.notify_mode == "auto":
+                self.reader.memory.notify_modes[self.req.address] = "start"
+        if decision.delay_s:
+            await asyncio.sleep(decision.delay_s)
+        return tried, decision.action
+
+    async def _give_up(self, err: JkError) -> NoReturn:
+        if isinstance(err, NotifyAcquired) and await self._wedged():
+            err = NotifyStuck(_STUCK_AFTER_RESET, stage=self.stage.published)
+        if isinstance(err, NotifyStuck):
+            await self._keep_wedged()
+            raise err from self.last_error
+        raise err
+
+    async def _keep_wedged(self) -> None:
+        """A wedged device must not be removed (bluetoothd 5.66 crashes): keep it Trusted."""
+        if self.bus is None or self.adapter_obj is None:
+            return
+        dev_obj = device_path(self.adapter_obj, self.req.address)
+        try:
+            await keep_device(self.bus, dev_obj, self.budget.bound(2.0))
         except JkError as err:
             log.warning("could not mark the wedged device Trusted: %s", err)
 
-    async def _wedged(self, bus: BluezBus | None, adapter_obj: str | None) -> bool:
+    async def _wedged(self) -> bool:
         """A "Notify acquired" on a link that is down: a disconnect ends every acquisition
         (docs/bluez.md fact 8), so nobody holds it - bluetoothd lost track (fact 16)."""
-        if bus is None or adapter_obj is None:
+        if self.bus is None or self.adapter_obj is None:
             return False
-        dev_obj = device_path(adapter_obj, self.req.address)
+        dev_obj = device_path(self.adapter_obj, self.req.address)
         try:
-            objects = await bus.managed_objects(stage=self.stage, timeout_s=self.bound(2.0))
+            objects = await self.bus.managed_objects(
+                stage=self.stage.published, timeout_s=self.budget.bound(2.0)
+            )
         except JkError:
             return False
         device = objects.get(dev_obj, {}).get("org.bluez.Device1", {})
@@ -458,34 +671,24 @@ class _Session:
             if path.startswith(prefix)
         )
 
-    def _set_deadline(self) -> None:
-        self.deadline = asyncio.get_running_loop().time() + self.req.timeout_s
-        if self._timeout is not None:
-            self._timeout.reschedule(self.deadline)
-
     async def _resolve_adapter(self, bus: BluezBus) -> str:
-        self.stage = "adapter"
+        self._enter(SessionStage.ADAPTER)
         if self.req.adapter is not None:
             # A named adapter's path is known; the device watch's snapshot checks that it is
             # there (AdapterNotFound otherwise), which saves a GetManagedObjects per read.
             self.adapter = self.req.adapter
             return adapter_path(self.req.adapter)
         # A busy bluetoothd (a Pi Zero, many devices in range) takes seconds for this.
-        objects = await bus.managed_objects(stage="adapter", timeout_s=self.bound(10.0))
+        objects = await bus.managed_objects(stage="adapter", timeout_s=self.budget.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
         self.adapter = adapter_name(adapter_obj)
         return adapter_obj
 
     async def _take_lock(self) -> None:
-        if self.locked or self.adapter is None:
+        if self.lock.held or self.adapter is None:
             return
-        self.stage = "lock"
-        await self._lock.enter_async_context(AdapterLock(self.adapter, self.time_left()))
-        self.locked = True
-
-    async def _release_lock(self) -> None:
-        await self._lock.aclose()
-        self.locked = False
+        self._enter(SessionStage.LOCK)
+        await self.lock.take(self.adapter, self.budget.left())
 
     def _unanswered_subscription(self) -> JkError:
         """AcquireNotify / StartNotify without an answer: what BlueZ 5.66 does when the BMS
@@ -495,110 +698,133 @@ class _Session:
         return AuthenticationRequired(_START_NO_REPLY, stage="subscribe")
 
     def _deadline_error(self) -> JkError:
+        """What failed, when the session's deadline passed at its current stage."""
         if self.subscribing:
             return self._unanswered_subscription()
         left = f"within {self.req.timeout_s:.1f} s"
-        if self.stage in ("subscribe", "write", "collect"):
-            got = self.decoder.got
-            missing = ", ".join(k for k in ("device_info", "cell_info", "settings") if not got[k])
-            if isinstance(self.last_error, Disconnected):
-                # The link kept dropping; the cut frames it left are not a protocol problem.
-                return self.last_error
-            if self.decoder.errors and not got["cell_info"]:
-                return ProtocolError(
-                    f"no valid frame {left}: {self.decoder.errors[-1]['message']}",
-                    stage="collect",
-                )
-            if self.collector.chunks == 0:
-                return Timeout(f"the BMS sent nothing {left}", stage=self.stage)
-            return Timeout(f"missing {missing} {left}", stage=self.stage)
+        if self.stage in _TALKING:
+            return self._collect_error(left)
         if self.last_error is not None:
             return self.last_error
-        defaults: dict[str, type[JkError]] = {
-            "bus": BusError,
-            "adapter": BusError,
-            "lock": Busy,
-            "discover": DeviceNotFound,
-            "connect": ConnectFailed,
-            "resolve": ServicesNotResolved,
-        }
-        cls = defaults.get(self.stage, Timeout)
-        return cls(stage_timeout_message(self.stage, left, self.adapter), stage=self.stage)
+        cls = _DEADLINE_ERRORS.get(self.stage, Timeout)
+        return cls(
+            stage_timeout_message(self.stage, left, self.adapter), stage=self.stage.published
+        )
 
-    async def _attempt(self, bus: BluezBus, adapter_obj: str, pending: Action | None) -> None:
-        stack = AsyncExitStack()
-        try:
-            await self._connected_session(stack, bus, adapter_obj, pending)
-        finally:
-            await _bounded_cleanup(stack)
+    def _collect_error(self, left: str) -> JkError:
+        """The deadline passed while the BMS was connected and subscribed."""
+        got = self.decoder.got
+        if isinstance(self.last_error, Disconnected):
+            # The link kept dropping; the cut frames it left are not a protocol problem.
+            return self.last_error
+        if self.decoder.errors and not got["cell_info"]:
+            return ProtocolError(
+                f"no valid frame {left}: {self.decoder.errors[-1]['message']}", stage="collect"
+            )
+        if self.collector.chunks == 0:
+            return Timeout(f"the BMS sent nothing {left}", stage=self.stage.published)
+        missing = ", ".join(k for k in ("device_info", "cell_info", "settings") if not got[k])
+        return Timeout(f"missing {missing} {left}", stage=self.stage.published)
 
     async def _connected_session(
         self, stack: AsyncExitStack, bus: BluezBus, adapter_obj: str, pending: Action | None
     ) -> None:
-        timing = self.reader.timing
+        """Find, connect, resolve and subscribe; then the conversation (and the stream).
+        Everything that needs undoing goes on `stack`."""
         dev_obj = device_path(adapter_obj, self.req.address)
-        self.stage = "connect"
+        self._enter(SessionStage.CONNECT)
         watch = await stack.enter_async_context(watch_device(bus, adapter_obj, dev_obj))
+        await self._find(bus, adapter_obj, watch, pending)
+        # Registered before Connect: a Connect abandoned on our side stays pending in
+        # bluetoothd and only a Disconnect cancels it (docs/bluez.md fact 4).
+        stack.push_async_callback(disconnect, bus, watch, self.reader.timing.disconnect_s)
+        await self._connect(bus, watch)
+        chars = await self._resolve(bus, watch, pending)
+        self._enter(SessionStage.SUBSCRIBE)
+        await self._subscribe(stack, bus, chars)
+        watch.listeners.append(self.collector.changed.set)
+        link = Link(
+            bus,
+            chars,
+            watch,
+            self.decoder,
+            self.collector,
+            self.reader.timing,
+            self._enter,
+            self.budget,
+        )
+        await self.conversation(link)
+        if self.follow is not None:
+            await self._stream(link, self.follow)
+
+    async def _find(
+        self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch, pending: Action | None
+    ) -> None:
+        """The device object, present and as the recovery policy wants it (`pending`): the
+        link dropped, the cached GATT database or a stale bond removed."""
         if pending in ("reset_cache", "reset_link") and watch.connected:
-            await disconnect(bus, watch, self.bound(timing.disconnect_s))
+            await disconnect(bus, watch, self.budget.bound(self.reader.timing.disconnect_s))
         if pending == "reset_cache" and watch.exists:
-            self.stage = "resolve"
-            if await self._wedged(bus, adapter_obj):
+            self._enter(SessionStage.RESOLVE)
+            if await self._wedged():
                 # RemoveDevice on a wedged FFE1 crashes bluetoothd 5.66 (fact 16).
                 raise NotifyStuck(_STUCK_AFTER_RESET, stage="resolve")
-            await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
-            await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
+            await self._remove(bus, adapter_obj, watch)
         if not watch.exists:
             await self._discover(bus, adapter_obj, watch)
-        self.stage = "connect"
+        self._enter(SessionStage.CONNECT)
         if watch.connected:
             # Nobody else may use the adapter while we hold its lock: this link was left by
             # a predecessor that died (docs/bluez.md fact 5). Reuse it and release it at the end.
-            log.warning("device already connected, taking over the link path=%s", dev_obj)
+            log.warning("device already connected, taking over the link path=%s", watch.path)
         if pending == "repair" and watch.exists:
             # The BMS forgot the bond (reset, paired with another host): BlueZ's half of it
             # is stale. Removing the device deletes it; then discover, connect, pair anew.
-            self.stage = "pair"
+            self._enter(SessionStage.PAIR)
             if watch.connected:
-                await disconnect(bus, watch, self.bound(timing.disconnect_s))
-            await remove_device(bus, adapter_obj, dev_obj, self.bound(timing.call_s))
-            await watch.wait_for(lambda w: not w.exists, self.bound(2.0))
+                await disconnect(bus, watch, self.budget.bound(self.reader.timing.disconnect_s))
+            await self._remove(bus, adapter_obj, watch)
             await self._discover(bus, adapter_obj, watch)
-            self.stage = "connect"
-        # Registered before Connect: a Connect abandoned on our side stays pending in
-        # bluetoothd and only a Disconnect cancels it (docs/bluez.md fact 4).
-        stack.push_async_callback(disconnect, bus, watch, timing.disconnect_s)
-        if not watch.connected:
-            try:
-                await connect(bus, watch, self.bound(timing.connect_s))
-            except ConnectAborted:
-                # BlueZ flaps Connected after an abort; retry only once it settled (bleak#1255).
-                await watch.wait_for(lambda w: not w.connected, self.bound(2.0))
-                raise
-        self.stage = "resolve"
+            self._enter(SessionStage.CONNECT)
+
+    async def _remove(self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch) -> None:
+        call_s = self.budget.bound(self.reader.timing.call_s)
+        await remove_device(bus, adapter_obj, watch.path, call_s)
+        await watch.wait_for(lambda w: not w.exists, self.budget.bound(2.0))
+
+    async def _connect(self, bus: BluezBus, watch: DeviceWatch) -> None:
+        if watch.connected:
+            return
+        try:
+            await connect(bus, watch, self.budget.bound(self.reader.timing.connect_s))
+        except ConnectAborted:
+            # BlueZ flaps Connected after an abort; retry only once it settled (bleak#1255).
+            await watch.wait_for(lambda w: not w.connected, self.budget.bound(2.0))
+            raise
+
+    async def _resolve(self, bus: BluezBus, watch: DeviceWatch, pending: Action | None) -> JkChars:
+        """Services resolved, paired if it should be, the JK characteristics found."""
+        timing = self.reader.timing
+        self._enter(SessionStage.RESOLVE)
         # Leave room in the read for the stale-cache cure (RemoveDevice + a second try).
         services_s = min(timing.services_s, max(self.req.timeout_s * 0.4, 1.0))
-        await wait_services_resolved(watch, self.bound(services_s))
+        await wait_services_resolved(watch, self.budget.bound(services_s))
         self.connected = True
         self.paired = bool(watch.props.get("Paired", False))
         if not self.paired and self._pair_first(pending):
             await self._pair(bus, watch)
         chars = await self._find_chars(bus, watch)
+        models = self.reader.memory.models
         if self.model_nbr is None:
-            self.model_nbr = self.reader._models.get(self.req.address)
+            self.model_nbr = models.get(self.req.address)
         if self.model_nbr is None and chars.model_number is not None:
             # Before subscribing: with StartNotify a read also arrives as a Value signal.
             self.model_nbr = await read_model_number(
-                bus, chars.model_number, self.bound(timing.model_read_s)
+                bus, chars.model_number, self.budget.bound(timing.model_read_s)
             )
             if self.model_nbr is not None:
-                self.reader._models[self.req.address] = self.model_nbr
-        self.stage = "subscribe"
-        await self._subscribe(stack, bus, chars)
-        watch.listeners.append(self.collector.changed.set)
-        await self._handshake(bus, chars, watch)
-        if self.on_reading is not None:
-            await self._stream(watch)
+                models[self.req.address] = self.model_nbr
+        return chars
 
     async def _find_chars(self, bus: BluezBus, watch: DeviceWatch) -> JkChars:
         """The JK characteristics from the watch's view of the device's GATT objects; only
@@ -607,8 +833,8 @@ class _Session:
         try:
             return find_jk_chars(watch.objects, watch.path)
         except StaleCache:
-            timeout_s = self.bound(self.reader.timing.call_s)
-            objects = await bus.managed_objects(stage="resolve", timeout_s=timeout_s)
+            call_s = self.budget.bound(self.reader.timing.call_s)
+            objects = await bus.managed_objects(stage="resolve", timeout_s=call_s)
             return find_jk_chars(objects, watch.path)
 
     def _pair_first(self, pending: Action | None) -> bool:
@@ -620,46 +846,34 @@ class _Session:
             pending in ("pair", "repair")
             or self.req.pair
             or self.req.passkey is not None
-            or self.req.address in self.reader._needs_pairing
+            or self.req.address in self.reader.memory.needs_pairing
         )
 
     async def _pair(self, bus: BluezBus, watch: DeviceWatch) -> None:
-        self.stage = "pair"
+        self._enter(SessionStage.PAIR)
+        timing = self.reader.timing
         # Trusted first: a failed pairing then does not turn the device temporary again.
         try:
-            await keep_device(bus, watch.path, self.bound(self.reader.timing.call_s))
+            await keep_device(bus, watch.path, self.budget.bound(timing.call_s))
         except JkError as err:
             log.warning("could not mark the device Trusted before pairing: %s", err)
-        await pair_device(
-            bus,
-            watch.path,
-            self.req.address,
-            self.req.passkey,
-            self.bound(self.reader.timing.pair_s),
-        )
+        pair_s = self.budget.bound(timing.pair_s)
+        await pair_device(bus, watch.path, self.req.address, self.req.passkey, pair_s)
         self.paired = True
-        self.paired_now = True
 
-    def snapshot(self) -> Reading:
-        reading = new_reading(self.req.name, self.req.address, self.adapter)
-        self.fill(reading)
-        return reading
-
-    async def _stream(self, watch: DeviceWatch) -> None:
+    async def _stream(self, link: Link, follow: _Follow) -> None:
         """`follow`: stay connected and hand out a Reading every `interval_s` from the BMS's
         own cell-info stream, until the link drops (LinkLost) or the caller cancels."""
-        assert self.on_reading is not None
-        await self._release_lock()
-        if self._timeout is not None:
-            self._timeout.reschedule(None)
+        await self.lock.release()
+        self.budget.suspend()
         self.streamed = True
-        self.stage = "collect"
+        self._enter(SessionStage.COLLECT)
         loop = asyncio.get_running_loop()
         assembler = self.decoder.assembler
         # A BMS can fall silent without the link dropping (hung firmware): the values held
         # here then freeze. A snapshot goes out only when a frame arrived since the last one,
         # and a stream silent for `stale_s` ends the session (an error Reading, a reconnect).
-        stale_s = follow_stale_s(self.interval_s, self.req.timeout_s)
+        stale_s = follow_stale_s(follow.interval_s, self.req.timeout_s)
         published = -1
         last_frame_at = loop.time()
         while True:
@@ -667,25 +881,19 @@ class _Session:
             if frames != published:
                 published = frames
                 last_frame_at = loop.time()
-                self.on_reading(self.snapshot())
+                follow.on_reading(self.snapshot())
             elif loop.time() - last_frame_at >= stale_s:
                 raise Timeout(f"the BMS sent no frame for {stale_s:g} s", stage="collect")
-            next_at = min(loop.time() + self.interval_s, last_frame_at + stale_s)
+            next_at = min(loop.time() + follow.interval_s, last_frame_at + stale_s)
             while loop.time() < next_at:
-                if self.collector.ended or not watch.connected or not watch.exists:
-                    raise LinkLost("link dropped while following the stream", stage="collect")
-                self.collector.changed.clear()
-                try:
-                    async with asyncio.timeout_at(next_at):
-                        await self.collector.changed.wait()
-                except TimeoutError:
-                    pass
+                link.check_connected("following the stream")
+                await link.wait(next_at)
 
     async def _discover(self, bus: BluezBus, adapter_obj: str, watch: DeviceWatch) -> None:
-        self.stage = "discover"
-        scan_s = self.bound(self.req.scan_timeout_s)
+        self._enter(SessionStage.DISCOVER)
+        scan_s = self.budget.bound(self.req.scan_timeout_s)
         found = await discover_device(bus, adapter_obj, watch.path, self.req.address, scan_s)
-        if not found or not await watch.wait_for(lambda w: w.exists, self.bound(1.0)):
+        if not found or not await watch.wait_for(lambda w: w.exists, self.budget.bound(1.0)):
             raise DeviceNotFound(
                 f"{self.req.address} not seen during {scan_s:.1f} s of discovery on "
                 f"{adapter_name(adapter_obj)}: check that the BMS is powered and in range "
@@ -697,7 +905,7 @@ class _Session:
     async def _subscribe(self, stack: AsyncExitStack, bus: BluezBus, chars: JkChars) -> None:
         # A CCCD write takes one ATT round trip; no answer for seconds means BlueZ is pairing
         # (docs/bluez.md fact 16), and the read should get on with pairing itself.
-        call_s = self.bound(self.reader.timing.subscribe_s)
+        call_s = self.budget.bound(self.reader.timing.subscribe_s)
         self.collector.ended = False
         self.subscribing = True
         try:
@@ -716,45 +924,3 @@ class _Session:
         # Not in a `finally`: the read's own deadline must still see the call unanswered.
         self.subscribing = False
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
-
-    async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
-        """0x97 first, then 0x96 (docs/protocol.md 3.1). A command is sent again when its answer
-        is evidently lost: the link went quiet for `resend_s`, or three frames (or corrupt
-        ones) came without completing the set, or `resend_max_s` passed. A slow but steady
-        stream therefore never triggers duplicate requests."""
-        timing = self.reader.timing
-        loop = asyncio.get_running_loop()
-        assembler = self.decoder.assembler
-
-        def frames_seen() -> int:
-            return int(assembler.frames) + int(assembler.corrupt)
-
-        async def send(code: int) -> tuple[float, int]:
-            self.stage = "write"
-            await write_command(bus, chars.write, command(code), self.bound(timing.call_s))
-            self.stage = "collect"
-            return loop.time(), frames_seen()
-
-        code = CMD_DEVICE_INFO
-        tries = 1
-        sent_at, frames_at_send = await send(code)
-        while not self.complete:
-            if self.collector.ended or not watch.connected or not watch.exists:
-                raise LinkLost("link dropped while collecting frames", stage="collect")
-            if code == CMD_DEVICE_INFO and (self.decoder.got["device_info"] or tries > 2):
-                code, tries = CMD_CELL_INFO, 1
-                sent_at, frames_at_send = await send(code)
-                continue
-            quiet_from = max(sent_at, self.collector.last_chunk_at)
-            resend_at = min(quiet_from + timing.resend_s, sent_at + timing.resend_max_s)
-            if frames_seen() - frames_at_send >= 3 or loop.time() >= resend_at:
-                tries += 1
-                log.info("answer to 0x%02X looks lost, sending it again (try %d)", code, tries)
-                sent_at, frames_at_send = await send(code)
-                continue
-            self.collector.changed.clear()
-            try:
-                async with asyncio.timeout_at(resend_at):
-                    await self.collector.changed.wait()
-            except TimeoutError:
-                pass

@@ -19,17 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bluez_jk.bluez.bus import BluezBus
-from bluez_jk.bluez.device import DeviceWatch
-from bluez_jk.bluez.errors import LinkLost
-from bluez_jk.bluez.gatt import JkChars, NotifyMode, write_command
 from bluez_jk.control.policy import same_value
-from bluez_jk.errors import BusError, ErrorInfo, JkError, ProtocolError
+from bluez_jk.errors import ErrorInfo, ProtocolError
 from bluez_jk.protocol import CMD_CELL_INFO, REGISTERS, command
 from bluez_jk.protocol.commands import write_command as register_frame
 from bluez_jk.protocol.errors import FrameError
-from bluez_jk.reader import Reader, ReadRequest, _Session
-from bluez_jk.reading import ProtocolName, Reading, new_reading
+from bluez_jk.reader import Link, Reader, ReadRequest, SessionStage, Unrecoverable, handshake
+from bluez_jk.reading import ProtocolName, Reading
 
 log = logging.getLogger(__name__)
 
@@ -54,69 +50,61 @@ class WriteOutcome:
     reading: Reading | None = None
 
 
-class _NotWritable(Exception):
-    """The detected layout has no such register: nothing is written, nothing is retried."""
+@dataclass
+class _RegisterWrite:
+    """The conversation of a verified write: the read's handshake, then the register frame
+    (at most once per call), then 0x96 until the settings frame shows the value."""
 
+    name: str
+    outcome: WriteOutcome
 
-class _WriteSession(_Session):
-    def __init__(
-        self, reader: Reader, req: ReadRequest, outcome: WriteOutcome, default_mode: NotifyMode
-    ) -> None:
-        super().__init__(reader, req, None, default_mode)
-        self.outcome = outcome
-
-    async def _handshake(self, bus: BluezBus, chars: JkChars, watch: DeviceWatch) -> None:
-        await super()._handshake(bus, chars, watch)
+    async def __call__(self, link: Link) -> None:
+        await handshake(link)
         out = self.outcome
-        protocol = self.decoder.protocol
+        protocol = link.decoder.protocol
         if protocol is None:  # complete implies a layout; kept as a guard for the type
-            raise _NotWritable("the layout is unknown")
+            raise _not_writable("the layout is unknown")
         if not out.written:
             try:
                 frame = register_frame(protocol, out.key, out.value)
             except FrameError as err:
-                raise _NotWritable(str(err)) from err
+                raise _not_writable(str(err)) from err
             out.protocol, out.frame = protocol, frame
-            out.before = self.decoder.status["settings"].get(out.key)
-            self.stage = "write"
+            out.before = link.decoder.status["settings"].get(out.key)
+            link.enter(SessionStage.WRITE)
             # Counted as written before the call returns: a lost reply may hide a write that
             # reached the BMS, and a second write is never sent.
             out.written = True
-            log.info("writing name=%s key=%s value=%s", self.req.name, out.key, out.value)
-            await write_command(bus, chars.write, frame, self.bound(self.reader.timing.call_s))
-        await self._read_back(bus, chars, watch, protocol)
+            log.info("writing name=%s key=%s value=%s", self.name, out.key, out.value)
+            await link.send(frame)
+        await self._read_back(link, protocol)
 
-    async def _read_back(
-        self, bus: BluezBus, chars: JkChars, watch: DeviceWatch, protocol: ProtocolName
-    ) -> None:
+    async def _read_back(self, link: Link, protocol: ProtocolName) -> None:
         out = self.outcome
-        timing = self.reader.timing
+        timing = link.timing
         loop = asyncio.get_running_loop()
         for attempt in range(READBACK_TRIES):
             await asyncio.sleep(SETTLE_S * (attempt + 1))
-            self.decoder.got["settings"] = False
-            self.stage = "write"
-            await write_command(bus, chars.write, command(CMD_CELL_INFO), self.bound(5.0))
-            self.stage = "collect"
+            link.decoder.got["settings"] = False
+            await link.command(CMD_CELL_INFO, 5.0)
             sent_at = loop.time()
-            while not self.decoder.got["settings"]:
-                if self.collector.ended or not watch.connected or not watch.exists:
-                    raise LinkLost("link dropped while reading the settings back", stage="collect")
+            while not link.decoder.got["settings"]:
+                link.check_connected("reading the settings back")
                 if loop.time() - sent_at >= timing.resend_max_s:
-                    await write_command(bus, chars.write, command(CMD_CELL_INFO), self.bound(5.0))
+                    await link.send(command(CMD_CELL_INFO), 5.0)
                     sent_at = loop.time()
-                self.collector.changed.clear()
-                try:
-                    async with asyncio.timeout(timing.resend_s):
-                        await self.collector.changed.wait()
-                except TimeoutError:
-                    pass
-            out.after = self.decoder.status["settings"].get(out.key)
+                await link.wait(loop.time() + timing.resend_s)
+            out.after = link.decoder.status["settings"].get(out.key)
             out.verified = same_value(protocol, out.key, out.value, out.after)
             if out.verified:
                 return
             log.info("read back %s=%r, expected %r (try %d)", out.key, out.after, out.value,
                      attempt + 1)  # fmt: skip
+
+
+def _not_writable(why: str) -> Unrecoverable:
+    """The detected layout has no such register: nothing is written, nothing is retried."""
+    return Unrecoverable(ProtocolError(f"{why}; nothing written", stage="write"))
 
 
 async def write_and_verify(
@@ -128,25 +116,13 @@ async def write_and_verify(
     frame may have reached the BMS. Cancellation cleans up, then propagates."""
     started = time.monotonic()
     outcome = WriteOutcome(key=key, value=float(value))
-    reading = new_reading(req.name, req.address, req.adapter)
     if not any(key in registers for registers in REGISTERS.values()):
         outcome.error = ProtocolError(f"no register is named {key!r}", stage="write").to_info()
         return outcome
-    session = _WriteSession(reader, req, outcome, await reader.default_notify_mode())
-    try:
-        await session.run()
-    except _NotWritable as err:
-        outcome.error = ProtocolError(f"{err}; nothing written", stage="write").to_info()
-    except JkError as err:
-        outcome.error = err.to_info()
-    except Exception as err:  # the boundary, as in Reader.read
-        log.exception("write failed unexpectedly name=%s", req.name)
-        outcome.error = BusError(f"internal error: {err!r}", stage=session.stage).to_info()
-    finally:
-        session.fill(reading)
-        outcome.duration_s = reading["duration_s"] = round(time.monotonic() - started, 3)
-        reading["error"] = outcome.error
-        outcome.reading = reading
+    reading = await reader.run_session(req, _RegisterWrite(req.name, outcome))
+    outcome.error = reading["error"]
+    outcome.duration_s = reading["duration_s"] = round(time.monotonic() - started, 3)
+    outcome.reading = reading
     log.info(
         "write name=%s key=%s written=%s verified=%s before=%r after=%r error=%s",
         req.name,

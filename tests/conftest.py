@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 DATA = Path(__file__).parent / "data"
+
+# A test run started in the background by a non-interactive shell (`cmd &` in a script, some CI
+# runners) inherits SIGINT ignored, and an ignored signal stays ignored across exec: every
+# child the Ctrl-C tests start would ignore their SIGINT (and bash could not trap it). A handled
+# signal is reset to its default on exec, so handling it here gives each child the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Property tests run hypothesis's default number of examples. HYPOTHESIS_PROFILE=deep runs each
 # with DEEP_EXAMPLES instead: the on-demand fuzz of the assembler and the stream decoder

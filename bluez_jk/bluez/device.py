@@ -41,7 +41,7 @@ class DeviceWatch:
         # The device's GATT objects as the snapshot had them plus InterfacesAdded/Removed
         # since: what `find_jk_chars` needs, without another GetManagedObjects.
         self.objects: ManagedObjects = {}
-        self._prefix = path + "/"
+        self.prefix = path + "/"
         self._waiters: list[asyncio.Future[None]] = []
         self.listeners: list[Callable[[], None]] = []
 
@@ -70,7 +70,7 @@ class DeviceWatch:
             return
         if member not in ("InterfacesAdded", "InterfacesRemoved"):
             return
-        if message.body[0].startswith(self._prefix):
+        if message.body[0].startswith(self.prefix):
             self._on_gatt_signal(message)
             return
         if message.body[0] != self.path:
@@ -158,13 +158,13 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
     async with bus.signals(rules, watch.on_signal, keep=True):
         objects = await bus.managed_objects(
             stage="connect",
-            wanted=lambda p: p in (adapter_obj, path) or p.startswith(watch._prefix),
+            wanted=lambda p: p in (adapter_obj, path) or p.startswith(watch.prefix),
         )
         if adapter_obj not in objects:
             # Gone since it was resolved (or never checked): the full list names the others.
             resolve_adapter(await bus.managed_objects(stage="adapter"), adapter_name(adapter_obj))
         watch.reset(objects.get(path, {}).get(DEVICE))
-        watch.objects = {p: i for p, i in objects.items() if p.startswith(watch._prefix)}
+        watch.objects = {p: i for p, i in objects.items() if p.startswith(watch.prefix)}
         yield watch
 
 

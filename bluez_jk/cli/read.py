@@ -159,11 +159,14 @@ async def _read(
             raise
 
 
-def _capture_writer(stream: IO[str]) -> Callable[[bytes], None]:
-    def write(chunk: bytes) -> None:
-        stream.write(chunk.hex() + "\n")
+def _capture_writer(chunks: list[bytes]) -> Callable[[bytes], None]:
+    # Chunks are kept in memory during the read and written once it has ended (also on error
+    # or Ctrl-C): a file write per notification would block the event loop mid-session.
+    return chunks.append
 
-    return write
+
+def _write_capture(stream: IO[str], chunks: list[bytes]) -> None:
+    stream.writelines(chunk.hex() + "\n" for chunk in chunks)
 
 
 def run(plan: Plan) -> Reading:
@@ -181,7 +184,9 @@ def run(plan: Plan) -> Reading:
                 stream = files.enter_context(plan.capture.open("a", encoding="ascii"))
             except OSError as err:
                 raise ConfigError(f"cannot write {plan.capture}: {err}", key="capture") from err
-            capture = _capture_writer(stream)
+            chunks: list[bytes] = []
+            files.callback(_write_capture, stream, chunks)
+            capture = _capture_writer(chunks)
         readers: list[Reader] = []
         try:
             return asyncio.run(_read(req, capture, readers))

@@ -221,7 +221,7 @@ class ControlService:
         if outcome.reading is not None:
             # The session read everything: publish it as this device's latest Reading, so
             # the new switch state shows without another connection (the BMS beeps at each).
-            self.gateway.scheduler._record(state, outcome.reading)
+            self.gateway.scheduler.record(state, outcome.reading)
 
     def _finish(
         self, name: str, source: str, view: dict[str, Any], outcome: str, result: dict[str, Any]

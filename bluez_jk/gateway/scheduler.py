@@ -347,7 +347,7 @@ class Scheduler:
             state.last_start = start
             state.busy_since = start
             reading = await self._guarded_read(config)
-        self._record(state, reading)
+        self.record(state, reading)
         # A healthy device keeps its rhythm from the start of each read. A failing one counts
         # its backoff from the end of the failed read: a read that ran into a 20 s timeout
         # would otherwise be due again the moment it let go of the adapter, and a silent BMS
@@ -383,7 +383,7 @@ class Scheduler:
         def on_reading(reading: Reading) -> None:
             state.last_delivery = self.clock.now()
             delivered.set()
-            self._record(state, reading)
+            self.record(state, reading)
 
         follow = asyncio.ensure_future(
             self.reader.follow(request_for(config), on_reading, config.poll_interval_s)
@@ -402,7 +402,7 @@ class Scheduler:
                         async with asyncio.timeout(config.timeout_s + STUCK_GRACE_S):
                             await asyncio.wait([follow])
                     silent = Timeout(f"no Reading from the stream for {limit:g} s", stage="collect")
-                    self._record(
+                    self.record(
                         state,
                         error_reading(
                             config.name, config.address, config.adapter, silent, time.monotonic()
@@ -417,7 +417,7 @@ class Scheduler:
             log.exception("follow session failed device=%s", config.name)
             started = time.monotonic()
             error = BusError(f"unexpected {type(err).__name__}: {err}")
-            self._record(
+            self.record(
                 state, error_reading(config.name, config.address, config.adapter, error, started)
             )
         finally:
@@ -429,7 +429,9 @@ class Scheduler:
         failures = max(state.consecutive_failures, 1)
         state.next_due = self.clock.now() + backoff_s(config.poll_interval_s, failures)
 
-    def _record(self, state: DeviceState, reading: Reading) -> None:
+    def record(self, state: DeviceState, reading: Reading) -> None:
+        """Count `reading` for its device and publish it: every Reading of a device, also one
+        that came from elsewhere (a verified write reads everything), passes here."""
         state.attempts += 1
         state.last_reading = reading
         error = reading.get("error")

@@ -4,16 +4,15 @@ at run time, on the same bus connection as `org.bluez`."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dbus_fast import DBusError, Variant
 
+from bluez_jk.sim.device import Device
 from bluez_jk.sim.dispatch import Call, DBusObject, Interface, Method, Reply
-from bluez_jk.sim.faults import make_fault, normalize_mac
-
-if TYPE_CHECKING:
-    from bluez_jk.sim.device import Device
-    from bluez_jk.sim.server import Simulator
+from bluez_jk.sim.eventlog import EventLog
+from bluez_jk.sim.faults import Fault, make_fault, normalize_mac
+from bluez_jk.sim.timing import Timing
 
 CONTROL_IFACE = "org.bluezjk.Simulator1"
 CONTROL_PATH = "/org/bluezjk/simulator"
@@ -24,8 +23,25 @@ def _invalid(err: Exception) -> DBusError:
     return DBusError(_ERROR, str(err))
 
 
+class SimulatorModel(Protocol):
+    """What the control interface asks of the simulator (server.Simulator; a Protocol so that
+    the server may import this module and not the other way round)."""
+
+    @property
+    def timing(self) -> Timing: ...
+    @property
+    def events(self) -> EventLog: ...
+    async def set_fault(self, fault: Fault) -> None: ...
+    def clear_faults(self, name: str | None, address: str | None) -> int: ...
+    def armed_faults(self) -> list[str]: ...
+    async def set_adapter_present(self, name: str, present: bool) -> bool: ...
+    def device(self, address: str) -> Device: ...
+    def add_device(self, text: str, start: bool) -> Device: ...
+    def stats(self) -> dict[str, int]: ...
+
+
 class Control:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorModel) -> None:
         self.sim = sim
 
     def dbus_object(self) -> DBusObject:
@@ -62,12 +78,10 @@ class Control:
             mac = normalize_mac(address) if address else None
         except ValueError as err:
             raise _invalid(err) from err
-        removed = self.sim.faults.clear(name or None, mac)
-        self.sim.events.record("faults_cleared", mac, name=name or None, removed=removed)
-        return Reply("u", [removed])
+        return Reply("u", [self.sim.clear_faults(name or None, mac)])
 
     async def _list_faults(self, _call: Call) -> Reply:
-        return Reply("as", [self.sim.faults.describe()])
+        return Reply("as", [self.sim.armed_faults()])
 
     async def _set_state(self, call: Call) -> None:
         address, values = call.body
@@ -75,64 +89,30 @@ class Control:
         plain: dict[str, Any] = {
             k: v.value if isinstance(v, Variant) else v for k, v in values.items()
         }
-        device.bms.state.overrides.update(plain)
-        if plain.get("clear"):
-            device.bms.state.overrides.clear()
-        self.sim.events.record("state_set", device.address, device.adapter_name, keys=sorted(plain))
+        device.set_state(plain)
 
     async def _get_device(self, call: Call) -> Reply:
-        device = self._device(call.body[0])
-        chars = device.gatt.characteristics if device.gatt is not None else []
-        notify = [c for c in chars if "notify" in c.spec.flags]
-        info = {
-            "address": device.address,
-            "adapter": device.adapter_name,
-            "path": device.path,
-            "exported": device.exported,
-            "Connected": device.connected,
-            "Trusted": device.trusted,
-            "Paired": device.paired,
-            "Bonded": device.bonded,
-            "bms_bond": device.bms_bond,
-            "pairing": device.spec.pairing,  # the mode only: the passkey stays secret
-            "ServicesResolved": device.services_resolved,
-            "Notifying": any(c.notifying for c in notify),
-            "NotifyAcquired": any(c.held for c in notify),
-            "notify_sessions": sorted({s for c in notify for s in c.sessions}),
-            "gatt": device.gatt.name if device.gatt is not None else None,
-            "frames_sent": device.bms.frames_sent,
-        }
-        return Reply("s", [json.dumps(info)])
+        return Reply("s", [json.dumps(self._device(call.body[0]).describe())])
 
     async def _get_log(self, _call: Call) -> Reply:
-        return Reply("s", [json.dumps(self.sim.events.events)])
+        return Reply("s", [self.sim.events.to_json()])
 
     async def _clear_log(self, _call: Call) -> None:
-        self.sim.events.events.clear()
+        self.sim.events.clear()
 
     async def _get_stats(self, _call: Call) -> Reply:
         return Reply("s", [json.dumps(self.sim.stats())])
 
     async def _set_adapter(self, call: Call) -> None:
         name, present = call.body
-        adapter = self.sim.adapters.get(name)
-        if adapter is None:
+        if not await self.sim.set_adapter_present(name, present):
             raise DBusError(_ERROR, f"no adapter {name!r}")
-        if present:
-            adapter.appear()
-        else:
-            await adapter.vanish()
 
     async def _drop_link(self, call: Call) -> None:
-        device = self._device(call.body[0])
-        await device.link_down("org.bluez.Reason.Remote", "Connection terminated by remote user")
+        await self._device(call.body[0]).drop_link()
 
     async def _forget_bond(self, call: Call) -> None:
-        """The BMS loses its half of the bond (reset, paired with another host); BlueZ keeps
-        its keys and only finds out at the next subscription."""
-        device = self._device(call.body[0])
-        device.bms_bond = False
-        self.sim.events.record("bond_forgotten", device.address, device.adapter_name)
+        self._device(call.body[0]).forget_bond()
 
     async def _add_device(self, call: Call) -> None:
         try:

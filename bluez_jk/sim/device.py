@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dbus_fast import DBusError, Variant
 
@@ -18,17 +18,23 @@ from bluez_jk.sim.gatt import GattDatabase, LayoutName, uuid128
 from bluez_jk.sim.jkbms import JkBms
 from bluez_jk.sim.world import World
 
-if TYPE_CHECKING:
-    from bluez_jk.sim.bluez import Adapter
-
 DEVICE_IFACE = "org.bluez.Device1"
 _JK_COMPANY_ID = 0x0B65  # docs/protocol.md 1.1
+
+
+class AdapterView(Protocol):
+    """What a device reads of its adapter (bluez.Adapter; a Protocol so that the adapter's
+    module may import this one and not the other way round)."""
+
+    name: str
+    path: str
+    present: bool
 
 
 class Device:
     """One emulated JK-BMS board as BlueZ's Device1 and its cached GATT database."""
 
-    def __init__(self, world: World, adapter: Adapter, spec: DeviceSpec) -> None:
+    def __init__(self, world: World, adapter: AdapterView, spec: DeviceSpec) -> None:
         self.world = world
         self.dispatcher = world.dispatcher
         self.faults = world.faults
@@ -103,7 +109,53 @@ class Device:
 
     async def _peer_drop(self) -> None:
         self.events.record("peer_drop", self.address, self.adapter_name)
+        await self.drop_link()
+
+    async def drop_link(self) -> None:
+        """The BMS ends the link (the DropLink control, a peer drop)."""
         await self.link_down("org.bluez.Reason.Remote", "Connection terminated by remote user")
+
+    # ---- the control interface ----------------------------------------------------------------
+
+    def set_state(self, values: dict[str, Any]) -> None:
+        """SetState: override the BMS's readings (`clear` drops every override)."""
+        self.bms.state.set_overrides(values)
+        self.events.record("state_set", self.address, self.adapter_name, keys=sorted(values))
+
+    def forget_bond(self) -> None:
+        """The BMS loses its half of the bond (reset, paired with another host); BlueZ keeps
+        its keys and only finds out at the next subscription."""
+        self.bms_bond = False
+        self.events.record("bond_forgotten", self.address, self.adapter_name)
+
+    def describe(self) -> dict[str, Any]:
+        """GetDevice: the state tests check, as plain JSON values."""
+        notify = self.gatt.notify_state() if self.gatt is not None else None
+        return {
+            "address": self.address,
+            "adapter": self.adapter_name,
+            "path": self.path,
+            "exported": self.exported,
+            "Connected": self.connected,
+            "Trusted": self.trusted,
+            "Paired": self.paired,
+            "Bonded": self.bonded,
+            "bms_bond": self.bms_bond,
+            "pairing": self.spec.pairing,  # the mode only: the passkey stays secret
+            "ServicesResolved": self.services_resolved,
+            "Notifying": notify.notifying if notify else False,
+            "NotifyAcquired": notify.held if notify else False,
+            "notify_sessions": notify.sessions if notify else [],
+            "gatt": self.gatt.name if self.gatt is not None else None,
+            "frames_sent": self.bms.frames_sent,
+        }
+
+    def shutdown(self) -> None:
+        """The simulator stops: the BMS falls quiet, acquired sockets close."""
+        self.bms.stop()
+        if self.gatt is not None:
+            for char in self.gatt.characteristics:
+                char.release_acquired(reason="shutdown")
 
     # ---- D-Bus object -------------------------------------------------------------------------
 
@@ -170,7 +222,7 @@ class Device:
             return
         self.restore()
         if self.faults.active("left-connected", self.address):
-            self.world.spawn(self.force_link())
+            self.force_link_soon()
 
     def restore(self) -> None:
         """Load the device and its GATT cache from storage (start-up, adapter back)."""
@@ -190,7 +242,10 @@ class Device:
         return GattDatabase(self, self.path, name)
 
     def use_stale_cache(self) -> None:
-        """stale-cache armed at run time: the cache now holds a previous firmware's objects."""
+        """stale-cache armed at run time: the cache of a disconnected device now holds a
+        previous firmware's objects."""
+        if self.connected or not self.exported:
+            return
         if self.gatt is not None and self.gatt.name != "stale":
             self.gatt.unexport(self.dispatcher)
         self.gatt = self._new_gatt(fresh=False)
@@ -349,14 +404,23 @@ class Device:
         self._changed("UUIDs", "ServicesResolved")
         for char in self.gatt.characteristics:
             char.arm()  # sessions survive disconnects and are re-armed (docs/bluez.md fact 8)
-        if self.faults.fire("notify-acquired", self.address):
-            for char in self.gatt.characteristics:
-                char.hold_foreign()
+        self.hold_notify_foreign()
         self.events.record(
             "services_resolved", self.address, self.adapter_name, layout=self.gatt.name
         )
         if any(c.notifying for c in self.gatt.characteristics):
             self.bms.subscribed()
+
+    def hold_notify_foreign(self) -> None:
+        """notify-acquired: once services are resolved, another program takes the notify."""
+        if not self.services_resolved or self.gatt is None:
+            return
+        if self.faults.fire("notify-acquired", self.address):
+            for char in self.gatt.characteristics:
+                char.hold_foreign()
+
+    def force_link_soon(self) -> None:
+        self.world.spawn(self.force_link())
 
     async def force_link(self) -> None:
         """left-connected: a crashed predecessor's link is still up (docs/bluez.md fact 5)."""

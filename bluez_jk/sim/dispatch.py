@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from xml.sax.saxutils import quoteattr
 
 from dbus_fast import DBusError, Message, MessageFlag, MessageType, Variant
@@ -78,6 +78,18 @@ class DBusObject:
     path: str
     interfaces: dict[str, Interface]
     managed: bool = True  # listed by ObjectManager (org.bluez objects; not our control object)
+
+
+def _read_machine_id() -> str:
+    machine = Path("/etc/machine-id")
+    try:
+        return machine.read_text().strip() or "0" * 32
+    except OSError:
+        return "0" * 32
+
+
+# Read at import, before any event loop runs: answering GetMachineId must not block the loop.
+_MACHINE_ID: Final = _read_machine_id()
 
 
 class Dispatcher:
@@ -239,8 +251,7 @@ class Dispatcher:
         if msg.member == "Ping" and not msg.signature:
             return Reply()
         if msg.member == "GetMachineId" and not msg.signature:
-            machine = Path("/etc/machine-id")
-            return Reply("s", [machine.read_text().strip() if machine.exists() else "0" * 32])
+            return Reply("s", [_MACHINE_ID])
         raise errors.unknown("UnknownMethod", msg.member or "", msg.signature or "", PEER)
 
     async def _properties(self, obj: DBusObject, member: str, sig: str, call: Call) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ _MAX_EVENTS = 20_000
 
 class EventLog:
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
 
     def record(
         self, event: str, address: str | None = None, adapter: str | None = None, **extra: Any
@@ -21,6 +22,15 @@ class EventLog:
         if adapter is not None:
             entry["adapter"] = adapter
         entry.update(extra)
-        self.events.append(entry)
-        if len(self.events) > _MAX_EVENTS:
-            del self.events[: len(self.events) - _MAX_EVENTS]
+        self._events.append(entry)
+        if len(self._events) > _MAX_EVENTS:
+            del self._events[: len(self._events) - _MAX_EVENTS]
+
+    def count(self) -> int:
+        return len(self._events)
+
+    def to_json(self) -> str:
+        return json.dumps(self._events)
+
+    def clear(self) -> None:
+        self._events.clear()

@@ -522,6 +522,15 @@ class Service:
         }
 
 
+@dataclass(frozen=True)
+class NotifyState:
+    """The notify characteristics taken together, as the control interface reports them."""
+
+    notifying: bool
+    held: bool
+    sessions: list[str]
+
+
 class GattDatabase:
     """The device's GATT objects as BlueZ caches and exports them."""
 
@@ -533,6 +542,14 @@ class GattDatabase:
     @property
     def characteristics(self) -> list[Characteristic]:
         return [c for s in self.services for c in s.chars]
+
+    def notify_state(self) -> NotifyState:
+        notify = [c for c in self.characteristics if "notify" in c.spec.flags]
+        return NotifyState(
+            notifying=any(c.notifying for c in notify),
+            held=any(c.held for c in notify),
+            sessions=sorted({s for c in notify for s in c.sessions}),
+        )
 
     def objects(self) -> list[DBusObject]:
         out: list[DBusObject] = []

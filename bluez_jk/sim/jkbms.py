@@ -60,6 +60,12 @@ class BmsState:
         self.written: dict[str, Any] = {}
         self._last = time.monotonic()
 
+    def set_overrides(self, values: dict[str, Any]) -> None:
+        """Readings the next frames report instead of the modelled ones; `clear` drops all."""
+        self.overrides.update(values)
+        if values.get("clear"):
+            self.overrides.clear()
+
     def advance(self) -> None:
         now = time.monotonic()
         dt = now - self._last

@@ -16,7 +16,7 @@ from bluez_jk.sim.device import Device
 from bluez_jk.sim.devices import DeviceSpec, parse_device
 from bluez_jk.sim.dispatch import Dispatcher
 from bluez_jk.sim.eventlog import EventLog
-from bluez_jk.sim.faults import Fault, FaultSet, normalize_mac
+from bluez_jk.sim.faults import FAULTS, Fault, FaultSet, is_fault_name, normalize_mac
 from bluez_jk.sim.outbox import Outbox
 from bluez_jk.sim.timing import TIMINGS, TimingName
 from bluez_jk.sim.versions import BluezName, parse_bluez
@@ -102,10 +102,7 @@ class Simulator:
         if world is not None:
             world.agents.release_all()
             for device in self.devices.values():
-                device.bms.stop()
-                if device.gatt is not None:
-                    for char in device.gatt.characteristics:
-                        char.release_acquired(reason="shutdown")
+                device.shutdown()
             for task in list(world.tasks):
                 task.cancel()
             await asyncio.gather(*world.tasks, return_exceptions=True)
@@ -180,7 +177,7 @@ class Simulator:
             "messages_sent": outbox.sent if outbox else 0,
             "outbox_waits": outbox.waits if outbox else 0,
             "frames_sent": sum(d.bms.frames_sent for d in self.devices.values()),
-            "events": len(self.events.events),
+            "events": self.events.count(),
         }
 
     def _targets(self, address: str | None) -> list[Device]:
@@ -190,19 +187,33 @@ class Simulator:
         """Arm a fault at run time; the ones that describe a present state apply at once."""
         self.faults.add(fault)
         self.events.record("fault_set", fault.address, fault=fault.describe())
-        for device in self._targets(fault.address):
-            if fault.name == "left-connected":
-                self.world.spawn(device.force_link())
-            elif fault.name == "notify-acquired" and device.services_resolved and device.gatt:
-                if self.faults.fire("notify-acquired", device.address):
-                    for char in device.gatt.characteristics:
-                        char.hold_foreign()
-            elif fault.name == "stale-cache" and not device.connected and device.exported:
-                device.use_stale_cache()
-            elif fault.name == "uncached":
-                device.forget()
-            elif fault.name == "junk":
-                device.bms.subscribed()
+        on_arm = FAULTS[fault.name].on_arm
+        if on_arm is not None:
+            for device in self._targets(fault.address):
+                on_arm(device)
+
+    def clear_faults(self, name: str | None, address: str | None) -> int:
+        """Disarm the faults matching `name` and `address` (None: any); an unknown name
+        matches none."""
+        removed = 0
+        if name is None or is_fault_name(name):
+            removed = self.faults.clear(name, address)
+        self.events.record("faults_cleared", address, name=name, removed=removed)
+        return removed
+
+    def armed_faults(self) -> list[str]:
+        return self.faults.describe()
+
+    async def set_adapter_present(self, name: str, present: bool) -> bool:
+        """The "adapter gone" control; False if there is no adapter of that name."""
+        adapter = self.adapters.get(name)
+        if adapter is None:
+            return False
+        if present:
+            adapter.appear()
+        else:
+            await adapter.vanish()
+        return True
 
     def _client_left(self, unique_name: str) -> None:
         """BlueZ's disconnect watches: a client's discovery and notify sessions end with it."""

@@ -54,6 +54,9 @@ def missing_prerequisites() -> list[str]:
         missing.append("qemu-system-x86_64 (apt: qemu-system-x86)")
     if not kernel():
         missing.append("a kernel image in /boot (apt: linux-image-amd64)")
+    if not shutil.which("busybox"):
+        # virtme-ng builds the initramfs that loads Debian's 9p/virtio modules from busybox.
+        missing.append("busybox (apt: busybox)")
     if not Path("/usr/libexec/bluetooth/bluetoothd").exists():
         missing.append("bluetoothd (apt: bluez)")
     if not vng():

@@ -55,5 +55,5 @@ async def assert_reader_clean(sim: SimHandle, reader: Reader) -> None:
 async def reader(sim: SimHandle, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Reader]:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
     async with Reader(timing=FAST) as r:
-        await r._get_bus()  # so that fd counts taken in tests include the bus socket
+        await r.get_bus()  # so that fd counts taken in tests include the bus socket
         yield r

@@ -39,7 +39,7 @@ async def _round_trip(bus: BluezBus) -> None:
 async def test_cancelled_while_add_match_is_in_flight_leaves_no_rule(
     sim: SimHandle, reader: Reader
 ) -> None:
-    bus = await reader._get_bus()
+    bus = await reader.get_bus()
 
     async def subscribed() -> None:
         rules = [properties_changed_rule(path=device_path(ADAPTER, ADDRESS))]
@@ -56,7 +56,7 @@ async def test_cancelled_while_add_match_is_in_flight_leaves_no_rule(
 
 
 async def test_abandoned_acquire_notify_fd_is_closed(sim: SimHandle, reader: Reader) -> None:
-    bus = await reader._get_bus()
+    bus = await reader.get_bus()
     dev_obj = device_path(ADAPTER, ADDRESS)
     async with watch_device(bus, ADAPTER, dev_obj) as watch:
         await connect(bus, watch, 5.0)
@@ -117,7 +117,7 @@ async def test_read_cancelled_with_a_request_in_flight_leaves_nothing(
     reply has not come back. Nothing it starts may outlive the read."""
     if fault is not None:
         sim.set_fault(fault, address=ADDRESS)
-    bus = await reader._get_bus()
+    bus = await reader.get_bus()
     fds_before = open_fds()
     real_call = bus.call
     read_task: asyncio.Task[Any] | None = None

@@ -62,7 +62,7 @@ async def _read(
     sim = sim_factory(faults=[fault] if isinstance(fault, str) else fault)
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
     async with Reader(timing=FAST) as reader:
-        await reader._get_bus()
+        await reader.get_bus()
         fds_before = open_fds()
         started = time.monotonic()
         reading = await reader.read(

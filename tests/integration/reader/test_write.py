@@ -50,7 +50,7 @@ async def test_switch_off_and_on_is_verified_by_read_back(
     sim = sim_factory(devices=[f"{ADDRESS},adapter=hci0,protocol={protocol},cells=16"])
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
     async with Reader(timing=FAST) as reader:
-        await reader._get_bus()
+        await reader.get_bus()
         fds = open_fds()
         off = await write_and_verify(reader, REQ, key, 0)
         assert off.error is None, off.error
