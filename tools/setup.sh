@@ -13,7 +13,7 @@ have mosquitto || need+=(mosquitto)
 have mosquitto_sub || need+=(mosquitto-clients)
 have systemd-analyze || need+=(systemd)
 # The real-BlueZ tier (x86-64 only): QEMU, a Debian kernel image to boot in it, the real
-# bluetoothd, modprobe, setpriv, busybox. A kernel package lands in /boot, so on a developer's machine
+# bluetoothd, modprobe, setpriv, a static busybox. A kernel package lands in /boot, so on a developer's machine
 # this happens only when asked (BLUEZ_JK_REALBLUEZ_SETUP=1); CI always installs it.
 if [ "$(uname -m)" = x86_64 ] && { [ "${CI:-}" = true ] || [ "${BLUEZ_JK_REALBLUEZ_SETUP:-}" = 1 ]; }; then
   have qemu-system-x86_64 || need+=(qemu-system-x86)
@@ -21,9 +21,9 @@ if [ "$(uname -m)" = x86_64 ] && { [ "${CI:-}" = true ] || [ "${BLUEZ_JK_REALBLU
   [ -x /usr/libexec/bluetooth/bluetoothd ] || need+=(bluez)
   have modprobe || need+=(kmod)
   have setpriv || need+=(util-linux)
-  # virtme-ng builds its initramfs (Debian's 9p/virtio modules) from busybox: without it the VM
-  # does not boot ("initramfs is needed, and no busybox was found").
-  have busybox || need+=(busybox)
+  # virtme-ng builds its initramfs (Debian's 9p/virtio modules) from a statically linked
+  # busybox: without one the VM does not boot ("please install busybox-static").
+  { have busybox && ! ldd "$(command -v busybox)" >/dev/null 2>&1; } || need+=(busybox-static)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""

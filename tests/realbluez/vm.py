@@ -55,8 +55,9 @@ def missing_prerequisites() -> list[str]:
     if not kernel():
         missing.append("a kernel image in /boot (apt: linux-image-amd64)")
     if not shutil.which("busybox"):
-        # virtme-ng builds the initramfs that loads Debian's 9p/virtio modules from busybox.
-        missing.append("busybox (apt: busybox)")
+        # virtme-ng builds the initramfs that loads Debian's 9p/virtio modules from a static
+        # busybox.
+        missing.append("busybox (apt: busybox-static)")
     if not Path("/usr/libexec/bluetooth/bluetoothd").exists():
         missing.append("bluetoothd (apt: bluez)")
     if not vng():
