@@ -65,8 +65,22 @@ from bluez_jk.errors import (
 )
 from bluez_jk.hints import stage_timeout_message
 from bluez_jk.names import NotifyMode, NotifyModeSetting, PairingSetting, Passkey, device_path
-from bluez_jk.protocol import CMD_CELL_INFO, CMD_DEVICE_INFO, StreamDecoder, command
-from bluez_jk.reading import ProtocolName, Reading, new_reading
+from bluez_jk.protocol import (
+    CMD_CELL_INFO,
+    CMD_DEVICE_INFO,
+    CMD_LOGBOOK,
+    StreamDecoder,
+    command,
+    event_name,
+)
+from bluez_jk.reading import (
+    Logbook,
+    LogbookEntry,
+    ProtocolName,
+    Reading,
+    missing_logbook,
+    new_reading,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +102,7 @@ class ReadRequest:
     pairing: PairingSetting = "auto"
     passkey: Passkey | None = field(default=None, repr=False)
     pair: bool = False  # pair before subscribing even if the BMS has not asked (jk-ble-pair)
+    logbook: bool = False  # `read` also asks for the event log (0xA1) once the values are in
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,7 @@ class Timing:
     model_read_s: float = 3.0
     pair_s: float = 30.0  # Device1.Pair: connect, SMP, GATT discovery
     subscribe_s: float = 5.0  # StartNotify / AcquireNotify
+    logbook_s: float = 3.0  # wait for the 0x05 frame after 0xA1, asked at most twice
 
 
 @dataclass
@@ -228,6 +244,52 @@ async def handshake(link: Link) -> None:
         await link.wait(resend_at)
 
 
+@dataclass
+class LogbookRead:
+    """The conversation of a read that also asks for the logbook (`ReadRequest.logbook`):
+    the handshake, then 0xA1 (docs/protocol.md 5.6), asked again once if no 0x05 frame came.
+    A BMS without an answer costs this step only: the read has its values, and the wait
+    ends a second before the session's deadline so that it cannot fail the read."""
+
+    decoder: StreamDecoder | None = None  # the session's, once connected
+    note: str | None = None  # why no logbook came, once asked
+
+    async def __call__(self, link: Link) -> None:
+        self.decoder = link.decoder
+        await handshake(link)
+        if link.decoder.protocol == "JK04" or link.decoder.logbook is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait_s = link.timing.logbook_s
+        for _ in range(2):
+            wait_s = min(wait_s, link.budget.left() - 1.0)
+            if wait_s <= 0:
+                self.note = "no time left in the read for the logbook (raise timeout_s)"
+                return
+            await link.command(CMD_LOGBOOK, wait_s)
+            until = loop.time() + wait_s
+            while link.decoder.logbook is None and loop.time() < until:
+                link.check_connected("waiting for the logbook")
+                await link.wait(until)
+            if link.decoder.logbook is not None:
+                return
+        self.note = f"the BMS did not answer 0xA1 (twice {wait_s:g} s)"
+
+    def result(self) -> Logbook:
+        """The Reading's `logbook`: the entries of the 0x05 frame, or why there are none."""
+        values = self.decoder.logbook if self.decoder is not None else None
+        if values is not None:
+            entries: list[LogbookEntry] = [
+                {"t": int(e["t"]), "code": int(e["code"]), "event": event_name(int(e["code"]))}
+                for e in values["entries"]
+            ]
+            return {"status": "ok", "message": None, "entries": entries}
+        if self.decoder is not None and self.decoder.protocol == "JK04":
+            message = "JK04 boards have no logbook (docs/protocol.md 5.6)"
+            return {"status": "unsupported", "message": message, "entries": []}
+        return missing_logbook(self.note or "the read ended before the logbook was asked for")
+
+
 # What a session does with the BMS once it is connected and subscribed.
 Conversation = Callable[[Link], Awaitable[None]]
 
@@ -291,7 +353,12 @@ class Reader:
             return self._bus
 
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
-        reading = await self.run_session(req, capture=capture)
+        if req.logbook:
+            logbook = LogbookRead()
+            reading = await self.run_session(req, logbook, capture=capture)
+            reading["logbook"] = logbook.result()
+        else:
+            reading = await self.run_session(req, capture=capture)
         log.info(
             "read name=%s ok=%s got=%s duration_s=%.2f error=%s",
             req.name,

@@ -7,7 +7,7 @@ layer above `protocol` speaks in these types; the JSON form is exactly `dict(rea
 from __future__ import annotations
 
 import time
-from typing import TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from bluez_jk.errors import ErrorInfo, JkError
 
@@ -19,13 +19,32 @@ from bluez_jk.protocol.variants import DetectedBy, ProtocolName
 __all__ = [
     "DetectedBy",
     "Got",
+    "Logbook",
+    "LogbookEntry",
     "ProtocolName",
     "Reading",
     "Status",
     "empty_status",
     "error_reading",
+    "missing_logbook",
     "new_reading",
 ]
+
+
+class LogbookEntry(TypedDict):
+    t: int  # the BMS's own seconds counter at the event (docs/protocol.md 5.6)
+    code: int  # event code, docs/protocol.md appendix B
+    event: str | None  # the code's name (protocol/events.py), None for an unlisted code
+
+
+class Logbook(TypedDict):
+    """The BMS's event log as one read found it (only in a read that asked for it)."""
+
+    # ok: the 0x05 frame arrived; unsupported: the layout has no logbook (JK04);
+    # missing: asked for, but no logbook frame came (the read failed or the BMS kept silent).
+    status: Literal["ok", "unsupported", "missing"]
+    message: str | None
+    entries: list[LogbookEntry]
 
 
 class Reading(TypedDict):
@@ -41,6 +60,7 @@ class Reading(TypedDict):
     status: Status
     duration_s: float
     error: ErrorInfo | None
+    logbook: NotRequired[Logbook]  # present only when the read asked for it
 
 
 def new_reading(name: str, address: str, adapter: str | None) -> Reading:
@@ -69,3 +89,7 @@ def error_reading(
     if started is not None:
         reading["duration_s"] = round(time.monotonic() - started, 3)
     return reading
+
+
+def missing_logbook(message: str) -> Logbook:
+    return {"status": "missing", "message": message, "entries": []}

@@ -34,7 +34,7 @@ from bluez_jk.errors import BusError, ConfigError, Interrupted, JkError, Stage
 from bluez_jk.gateway.config import load_config
 from bluez_jk.names import NotifyModeSetting, PairingSetting, Passkey
 from bluez_jk.reader import Reader, ReadRequest
-from bluez_jk.reading import ProtocolName, Reading, error_reading
+from bluez_jk.reading import ProtocolName, Reading, error_reading, missing_logbook
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="gateway config file (with --name)")
     p.add_argument("--name", help="device name in --config (also the name in the output)")
+    p.add_argument(
+        "--logbook",
+        action="store_true",
+        help="also read the BMS's event log (0xA1) into the output's `logbook` (not JK04)",
+    )
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
     p.add_argument("--capture", type=Path, help="append every received chunk as a hex line")
     p.add_argument(
@@ -111,6 +116,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
         base = device_values(config_device(config, args.name, args.config))
     elif args.via_mqtt:
         raise ConfigError("--via-mqtt needs --config and --name", key="config")
+    if args.via_mqtt and args.logbook:
+        raise ConfigError(
+            "--logbook reads over Bluetooth; the gateway answers cmd/logbook instead "
+            "(docs/mqtt.md)",
+            key="logbook",
+        )
     address = args.address or base.get("address")
     if not address and not args.via_mqtt:
         raise ConfigError("--address (or --config with --name) is required", key="address")
@@ -125,7 +136,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     }
     values = request_values(base, overrides)
     mac = normalize_mac(address) if address else ""
-    request = ReadRequest(name=args.name or mac, address=mac, **values)
+    request = ReadRequest(name=args.name or mac, address=mac, logbook=args.logbook, **values)
     # An explicit --timeout is the whole wait; otherwise leave the gateway room for a read that
     # may already be running when the request arrives.
     wait_s = args.timeout if args.timeout is not None else request.timeout_s + 10.0
@@ -213,6 +224,13 @@ def _interrupted(req: ReadRequest, partial: Reading | None, *, sigterm: bool) ->
     return ReadInterrupted(reading, EXIT_SIGTERM if sigterm else EXIT_INTERRUPTED)
 
 
+def _emit(req: ReadRequest, reading: Reading, *, pretty: bool) -> None:
+    """With --logbook the object always has `logbook`, also when the read never began."""
+    if req.logbook and "logbook" not in reading:
+        reading["logbook"] = missing_logbook("the read ended before the logbook was asked for")
+    emit(reading, pretty=pretty)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     pretty = "--pretty" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -229,24 +247,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reading = run(plan)
     except ReadInterrupted as stop:
-        emit(stop.reading, pretty=pretty)
+        _emit(req, stop.reading, pretty=pretty)
         return stop.exit_code
     except KeyboardInterrupt:
         error = Interrupted("interrupted by Ctrl-C", stage="mqtt" if plan.via_mqtt else "bus")
-        emit(error_reading(req.name, req.address, req.adapter, error), pretty=pretty)
+        _emit(req, error_reading(req.name, req.address, req.adapter, error), pretty=pretty)
         return EXIT_INTERRUPTED
     except ConfigError as err:
-        emit(error_reading(req.name, req.address, None, err), pretty=pretty)
+        _emit(req, error_reading(req.name, req.address, None, err), pretty=pretty)
         return EXIT_USAGE
     except JkError as err:
-        emit(error_reading(req.name, req.address, req.adapter, err), pretty=pretty)
+        _emit(req, error_reading(req.name, req.address, req.adapter, err), pretty=pretty)
         return EXIT_INTERRUPTED if isinstance(err, Interrupted) else EXIT_FAILED
     except Exception as err:  # the process boundary: a JSON object, never a traceback
         log.exception("jk-ble-read failed")
         failure = BusError(f"internal error: {err!r}", stage=None)
-        emit(error_reading(req.name, req.address, req.adapter, failure), pretty=pretty)
+        _emit(req, error_reading(req.name, req.address, req.adapter, failure), pretty=pretty)
         return EXIT_FAILED
-    emit(reading, pretty=plan.pretty)
+    _emit(req, reading, pretty=plan.pretty)
     return EXIT_OK if reading["error"] is None else EXIT_FAILED
 
 

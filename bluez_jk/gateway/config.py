@@ -37,6 +37,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "port": (1, 65535),
     "keepalive": (1, 65535),
     "max_age_s": (1.0, 3600.0),
+    "interval_s": (0.0, 7 * 86400.0),  # logbook.interval_s; 0: only on cmd/logbook
 }
 # Remote payloads are tiny JSON objects; anything bigger is refused before parsing.
 MAX_REMOTE_PAYLOAD_BYTES = 4096
@@ -88,6 +89,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class LogbookConfig:
+    """The BMS's event log (gateway/logbook.py): off unless enabled; read every `interval_s`
+    (0: only on cmd/logbook)."""
+
+    enabled: bool = False
+    interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     """One BMS with every setting resolved (per-device value, else the global one)."""
 
@@ -101,6 +111,7 @@ class DeviceConfig:
     notify_mode: NotifyModeSetting = "auto"
     keep_connected: bool = False
     control: ControlConfig = ControlConfig()
+    logbook: LogbookConfig = LogbookConfig()
     # JK firmware >= 19.30: "auto" pairs when the link demands it, "never" does not; the
     # passkey (from `passkey` or `passkey_file`) is a secret: never in meta, logs or repr.
     pairing: PairingSetting = "auto"
@@ -134,6 +145,7 @@ class GatewayConfig:
     timeout_s: float = 20.0
     scan_timeout_s: float = 5.0
     control: ControlConfig = ControlConfig()
+    logbook: LogbookConfig = LogbookConfig()
     # What a check could not verify here (a systemd credential outside its unit).
     notes: tuple[str, ...] = ()
 
@@ -402,6 +414,17 @@ def _parse_control(raw: Any, path: str, c: _Checker, default: ControlConfig) -> 
     )
 
 
+def _parse_logbook(raw: Any, path: str, c: _Checker, default: LogbookConfig) -> LogbookConfig:
+    """`logbook` at the top level or per device; a per-device key replaces the global one."""
+    src = c.obj(raw, path, ("enabled", "interval_s"))
+    if src is None:
+        return default
+    return LogbookConfig(
+        enabled=c.boolean(src, "enabled", path, default.enabled),
+        interval_s=c.number(src, "interval_s", path, default.interval_s),
+    )
+
+
 def _known() -> str:
     return ", ".join(WRITABLES)
 
@@ -417,6 +440,7 @@ DEVICE_KEYS = (
     "notify_mode",
     "keep_connected",
     "control",
+    "logbook",
     "pairing",
     "passkey",
     "passkey_file",
@@ -488,6 +512,9 @@ def _parse_device(
     control = defaults.control
     if src.get("control") is not None:
         control = _parse_control(src["control"], _join(path, "control"), c, defaults.control)
+    logbook = defaults.logbook
+    if src.get("logbook") is not None:
+        logbook = _parse_logbook(src["logbook"], _join(path, "logbook"), c, defaults.logbook)
     if len(c.problems) > before or name is None or address is None:
         return None
     return dataclasses.replace(
@@ -499,6 +526,7 @@ def _parse_device(
         notify_mode=cast(NotifyModeSetting, notify_mode or "auto"),
         keep_connected=keep_connected,
         control=control,
+        logbook=logbook,
         pairing=cast(PairingSetting, pairing or "auto"),
         passkey=passkey,
         **numbers,
@@ -514,6 +542,7 @@ TOP_KEYS = (
     "allow_remote_config",
     "homeassistant",
     "control",
+    "logbook",
     "devices",
 )
 
@@ -563,6 +592,7 @@ def parse_config(
             ),
         )
     control = _parse_control(src.get("control", {}), "control", c, ControlConfig())
+    logbook = _parse_logbook(src.get("logbook", {}), "logbook", c, LogbookConfig())
     defaults = DeviceConfig(
         name="",
         address="",
@@ -570,6 +600,7 @@ def parse_config(
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        logbook=logbook,
     )
     devices: list[DeviceConfig] = []
     raw_devices = src.get("devices")
@@ -602,6 +633,7 @@ def parse_config(
         timeout_s=timeout,
         scan_timeout_s=scan,
         control=control,
+        logbook=logbook,
         notes=tuple(c.notes),
     )
 

@@ -26,6 +26,7 @@ from bluez_jk.gateway.config import (
     parse_remote_config,
 )
 from bluez_jk.gateway.control import ControlService, WriteFn
+from bluez_jk.gateway.logbook_cmd import LogbookService
 from bluez_jk.gateway.metrics import to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
@@ -37,7 +38,7 @@ from bluez_jk.reading import Reading, error_reading
 from bluez_jk.writer import write_and_verify
 
 log = logging.getLogger(__name__)
-COMMANDS = ("cmd/read", "cmd/config", "cmd/pause", "cmd/set")
+COMMANDS = ("cmd/read", "cmd/config", "cmd/pause", "cmd/set", "cmd/logbook")
 
 # One pause, renewals included, lasts at most this long (see Scheduler.pause_refusal).
 MAX_PAUSE_MINUTES = 24 * 60
@@ -131,6 +132,7 @@ class Gateway:
         if writer is None and isinstance(reader, Reader):
             writer = functools.partial(write_and_verify, reader)
         self.control = ControlService(self, writer, AuditLog(config.state_dir))
+        self.logbook = LogbookService(self)
 
     def topic(self, name: str, leaf: str) -> str:
         return f"{self.base}/jk/{name}/{leaf}"
@@ -176,6 +178,7 @@ class Gateway:
             "gateway_version": __version__,
             "config": state.config.runtime_view(),
             "paused_until": state.paused_until_epoch,
+            "logbook": self.logbook.meta(state.name),
             "counters": {
                 "attempts": state.attempts,
                 "successes": state.successes,
@@ -313,6 +316,8 @@ class Gateway:
                 self._answer(name, "cmd/pause/result", self.apply_pause(name, payload))
             elif command == "cmd/set":
                 self.control.handle(name, payload)
+            elif command == "cmd/logbook":
+                self.logbook.handle(name, payload)
         except Exception:  # a command handler bug must not reach paho's thread or the loop
             log.exception("command failed device=%s topic=%s", name, topic)
             if command != "cmd/read":  # still answered: the sender is waiting for a result
@@ -477,6 +482,7 @@ class Gateway:
             link.start()
         scheduler = asyncio.create_task(self.scheduler.run(), name="scheduler")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        logbook = asyncio.create_task(self.logbook.run(), name="logbook")
         self._status = self.status_line()
         self.notifier.send("READY=1", f"STATUS={self._status}")
         log.info("gateway started devices=%d", len(self.links))
@@ -490,10 +496,12 @@ class Gateway:
             self.notifier.send("STOPPING=1")
             stopping.cancel()
             watchdog.cancel()
+            logbook.cancel()
             await self._shutdown(scheduler)
 
     async def _shutdown(self, scheduler: asyncio.Task[None]) -> None:
         await self.control.close(1.0)  # a cancelled write session cleans up within ~0.1 s
+        await self.logbook.close(1.0)  # a cancelled read session, as well
         scheduler.cancel()
         # Cancelling a read makes the reader release notifications and disconnect.
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):

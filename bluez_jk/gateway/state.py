@@ -48,6 +48,25 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def set_aside(path: Path, what: str, reason: str, *, keep: bool, then: str) -> str | None:
+    """Rename the damaged file `what` to `<name>.damaged-<epoch>` (with `keep`, copy it
+    there), so that what it held is never lost, and log it with `then` (what happens next).
+
+    None when done, else why the file must not be overwritten (it could not be moved)."""
+    aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+    try:
+        if keep:
+            shutil.copy2(path, aside)
+        else:
+            os.replace(path, aside)
+    except OSError as err:
+        unwritable = f"damaged {what} {path} could not be set aside ({err})"
+        log.error("%s; it will not be overwritten", unwritable)  # noqa: TRY400
+        return unwritable
+    log.warning("%s damaged, kept as %s; %s reason=%s", what, aside, then, reason)
+    return None
+
+
 class StateUnwritable(OSError):
     """The state file exists but could not be read: writing would destroy what it holds."""
 
@@ -134,23 +153,10 @@ class StateStore:
                 log.warning("state file not rewritten path=%s error=%s", self.path, err)
 
     def _set_aside(self, reason: str, *, keep: bool = False) -> bool:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
-        try:
-            if keep:
-                shutil.copy2(self.path, aside)
-            else:
-                os.replace(self.path, aside)
-        except OSError as err:
-            self.unwritable = f"damaged state file {self.path} could not be set aside ({err})"
-            log.error("%s; it will not be overwritten", self.unwritable)  # noqa: TRY400
-            return False
-        log.warning(
-            "state file damaged, kept as %s; %s; starting from the config file reason=%s",
-            aside,
-            "valid entries kept" if keep else "no runtime settings loaded",
-            reason,
-        )
-        return True
+        kept = "valid entries kept" if keep else "no runtime settings loaded"
+        then = f"{kept}; starting from the config file"
+        self.unwritable = set_aside(self.path, "state file", reason, keep=keep, then=then)
+        return self.unwritable is None
 
     def _write(
         self,

@@ -17,6 +17,7 @@ from bluez_jk.protocol.commands import (
 from bluez_jk.protocol.decode import Decoded, decode_frame
 from bluez_jk.protocol.encode import encode_frame
 from bluez_jk.protocol.errors import FrameError, ProtocolErrorRecord
+from bluez_jk.protocol.events import event_name
 from bluez_jk.protocol.frames import FRAME_LEN, HEADER, Kind
 from bluez_jk.protocol.stream import StreamDecoder
 from bluez_jk.protocol.variants import PROTOCOLS, DetectedBy, ProtocolName
@@ -44,6 +45,7 @@ __all__ = [
     "command",
     "decode_frame",
     "encode_frame",
+    "event_name",
     "parse_command",
     "write_command",
 ]

@@ -93,7 +93,9 @@ def _derive_device_info(values: dict[str, Any], protocol: ProtocolName) -> None:
 
 
 def _derive_logbook(values: dict[str, Any], protocol: ProtocolName) -> None:
-    values["entries"] = values["entries"][: values["entry_count"]]
+    # Slots past the count are zero-filled; a zero code is no event (appendix B starts at 1),
+    # while t = 0 is a real one (the first boot), so only the code tells an unused slot.
+    values["entries"] = [e for e in values["entries"][: values["entry_count"]] if e["code"]]
 
 
 def _derive_nothing(values: dict[str, Any], protocol: ProtocolName) -> None:

@@ -26,6 +26,7 @@ FaultName = Literal[
     "left-connected",
     "stop-discovery-rejected",
     "ignore-writes",
+    "no-logbook",
 ]
 FAULT_NAMES: tuple[FaultName, ...] = get_args(FaultName)
 
@@ -106,6 +107,9 @@ FAULTS: dict[FaultName, FaultKind] = {
     ),
     "ignore-writes": FaultKind(
         "register writes are acknowledged but not applied", "JkBms._apply_register"
+    ),
+    "no-logbook": FaultKind(
+        "0xA1 is acknowledged but never answered with a logbook frame", "JkBms.on_write"
     ),
 }
 

@@ -21,6 +21,7 @@ from construct import ConstructError
 from bluez_jk.control.policy import BMS_RANGES
 from bluez_jk.protocol import ACK, REGISTERS, Command, encode_frame, parse_command
 from bluez_jk.protocol.errors import FrameError
+from bluez_jk.protocol.frames import LOGBOOK_ENTRIES
 from bluez_jk.sim.devices import DeviceSpec
 from bluez_jk.sim.faults import FaultSet
 from bluez_jk.sim.timing import Timing
@@ -32,6 +33,11 @@ FrameKind = Literal["device_info", "cell_info", "settings", "logbook"]
 _CMD_DEVICE_INFO = 0x97
 _CMD_CELL_INFO = 0x96
 _CMD_LOGBOOK = 0xA1
+# Logbook codes of a switch turned (off, on) by the app (docs/protocol.md appendix B).
+_SWITCH_EVENTS: dict[str, tuple[int, int]] = {
+    "charging_switch": (0x03, 0x04),
+    "discharging_switch": (0x05, 0x06),
+}
 
 
 class BmsState:
@@ -58,6 +64,10 @@ class BmsState:
         self.overrides: dict[str, Any] = {}
         # Settings changed by register writes, shown in every later settings frame.
         self.written: dict[str, Any] = {}
+        # Boot, remote charge off, charge off by app: days before the simulator started.
+        self.events: list[dict[str, int]] = [
+            {"t": 3_600_000 - 86_400 * n, "code": code} for n, code in ((3, 1), (2, 7), (1, 3))
+        ]
         self._last = time.monotonic()
 
     def set_overrides(self, values: dict[str, Any]) -> None:
@@ -129,7 +139,7 @@ class BmsState:
             "vendor_id": profile.vendor_id,
             "hw_rev": profile.hw_rev,
             "sw_rev": profile.sw_rev,
-            "uptime": int(time.monotonic() - self.started) + 3_600_000,
+            "uptime": self.uptime_s(),
             "power_on_count": self.power_on_count,
             "device_name": self.spec.display_name[:15],
             "manufacturing_date": "240115",
@@ -138,11 +148,17 @@ class BmsState:
         }
         return values
 
+    def uptime_s(self) -> int:
+        return int(time.monotonic() - self.started) + 3_600_000
+
     def logbook(self) -> dict[str, Any]:
-        """A short event history (docs/protocol.md 5.6; codes per Appendix B)."""
-        uptime = int(time.monotonic() - self.started) + 3_600_000
-        entries = [{"t": uptime - 86_400 * n, "code": code} for n, code in ((3, 1), (2, 7), (1, 3))]
+        """The event history (docs/protocol.md 5.6; codes per Appendix B): a BMS answers
+        with the same entries every time, plus the events since, the newest 50 of them."""
+        entries = self.events[-LOGBOOK_ENTRIES:]
         return {"entry_count": len(entries), "entries": entries}
+
+    def log_event(self, code: int) -> None:
+        self.events.append({"t": self.uptime_s(), "code": code})
 
     def settings(self) -> dict[str, Any]:
         return self._factory_settings() | self.written
@@ -241,7 +257,11 @@ class JkBms:
             self._send(ACK, "ack")
             if self._stream is None:
                 self._stream = _start(self._cell_stream())
-        elif command.code == _CMD_LOGBOOK and self.spec.protocol != "JK04":
+        elif (
+            command.code == _CMD_LOGBOOK
+            and self.spec.protocol != "JK04"
+            and not self.faults.active("no-logbook", self.address)
+        ):
             self._send_frame("logbook", counter=self._next_counter())
             self._send(ACK, "ack")
         else:
@@ -276,6 +296,8 @@ class JkBms:
             log.info("sim %s: ignore-writes, %s=%r not applied", self.address, key, value)
             return
         self.state.written[key] = value
+        if key in _SWITCH_EVENTS:
+            self.state.log_event(_SWITCH_EVENTS[key][bool(value)])
 
     def _next_counter(self) -> int:
         self._counter = (self._counter + 1) & 0xFF

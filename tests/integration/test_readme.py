@@ -253,6 +253,10 @@ def test_install_and_usage_commands_run_in_order(session: Session) -> None:
     assert answers[1]["error"]["type"] == "Paused"  # during the pause: at once, with until when
     out, _ = output("--via-mqtt")
     assert json.loads(out)["error"] is None
+    out, _ = output("cmd/logbook/result -m ''")
+    assert "entries" in json.loads(out)  # refused or not, the answer carries the entries kept
+    out, _ = output("--logbook --pretty")
+    assert json.loads(out)["logbook"]["status"] == "ok"
     out, _ = output("jk-ble-decode jk1.hex")
     assert json.loads(out)["got"]["cell_info"] is True
     out, _ = output("--adapter hci1 --pretty")

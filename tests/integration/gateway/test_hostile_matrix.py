@@ -167,8 +167,12 @@ def test_hostile_matrix(
         assert ask(probe, "jk1", "cmd/config", b"{}")["ok"] is True
         wait_count(probe, "bms/jk/jk1/raw", len(probe.on_topic("bms/jk/jk1/raw")) + 2)
         peak_mib = rss_kib(pid, "VmHWM") / 1024
+        stopped = time.monotonic()
         assert gateway.terminate(timeout_s=10) == 0
-        time.sleep(1)  # the last retained meta and online=false arrive
+        # Each device's link sends its last meta before online=false: wait for that, not a time.
+        for name in ("jk1", "jk2"):
+            topic = f"bms/jk/{name}/online"
+            probe.wait_for(lambda m, t=topic: m.topic == t and m.payload == b"false", after=stopped)
     counts = {n: len(probe.on_topic(f"bms/jk/{n}/raw")) for n in ("jk1", "jk2")}
     print(f"hostile matrix: RSS peak {peak_mib:.1f} MiB, raws {counts}")
     assert peak_mib < 60, peak_mib

@@ -390,6 +390,8 @@ def _accepted_keys(section: str) -> set[str]:
         raw["homeassistant"] = probe
     elif section == "control":
         raw["control"] = probe
+    elif section == "logbook":
+        raw["logbook"] = probe
     elif section == "devices[]":
         device.update(probe)
     elif section == "cmd/config":
@@ -407,6 +409,7 @@ CONFIG_SECTIONS = {
     "mqtt.tls": "## `mqtt.tls`",
     "homeassistant": "## `homeassistant`",
     "control": "## `control`",
+    "logbook": "## `logbook`",
     "devices[]": "## `devices[]`",
     "cmd/config": "## What `cmd/config` may change",
 }

@@ -47,7 +47,8 @@ def _values(kind: Kind, protocol: ProtocolName) -> st.SearchStrategy[dict[str, A
             strategies[field.name] = text
         elif field.kind == "records":
             entry = st.fixed_dictionaries(
-                {"t": st.integers(0, 2**32 - 1), "code": st.integers(0, 255)}
+                # Code 0 marks an unused slot, which decode_frame drops.
+                {"t": st.integers(0, 2**32 - 1), "code": st.integers(1, 255)}
             )
             strategies[field.name] = st.lists(entry, max_size=field.count or 0)
         elif field.count is not None:

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bluez_jk.protocol import StreamDecoder, encode_frame
+from bluez_jk.protocol import StreamDecoder, decode_frame, encode_frame
 from bluez_jk.protocol.alarms import WARNING_BITS
 from bluez_jk.protocol.stream import MAX_PENDING
 from tests.conftest import load_vector
@@ -175,3 +175,11 @@ def test_logbook_is_kept_apart_from_status() -> None:
     assert stream.logbook["entries"][1] == {"t": 238, "code": 68}
     assert stream.status["last_update"] is None
     assert not any(stream.got.values())
+
+
+def test_logbook_slots_without_a_code_are_not_entries() -> None:
+    """The frame always has 50 slots; unused ones are zero, and a count larger than the
+    entries present must not turn them into events (t = 0 with a code is one: the boot)."""
+    values = {"entry_count": 50, "entries": [{"t": 0, "code": 1}, {"t": 9, "code": 68}]}
+    decoded = decode_frame(encode_frame("logbook", "JK02_32S", values), "JK02_32S")
+    assert decoded.values["entries"] == [{"t": 0, "code": 1}, {"t": 9, "code": 68}]
