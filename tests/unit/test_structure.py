@@ -21,9 +21,6 @@ EXEMPT = {
     # dbus_fast's MessageBus keeps its socket's descriptor only as `_fd`; the outbox asks the
     # kernel how much of it is still unsent (TIOCOUTQ).
     ("sim/outbox.py", "_fd"),
-    # dbus_fast's callback form of a method call, which its public `call` wraps in a future
-    # that drops a late reply, fds and all, once the caller gave up; the callback takes it in.
-    ("bluez/bus.py", "_call"),
 }
 # Underscore names that are public API: namedtuple's methods and fields.
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make"}
