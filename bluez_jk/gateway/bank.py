@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluez_jk.gateway.charge_control import ALL_PROBES, Limits, Mode, Number, temperatures
+from bluez_jk.gateway.charge_control import ALL_PROBES, Limits, Number, temperatures
 from bluez_jk.gateway.victron import Extremes, Modules
 
 STALE_MODES = ("stale", "no_data")
@@ -104,16 +104,9 @@ def _bank_limits(fresh: list[Member], members: Sequence[Member]) -> Limits:
     excluded_c = [m.name for m in members if charge_exclusion(m) is not None]
     excluded_d = [m.name for m in members if discharge_exclusion(m) is not None]
     if not fresh:
-        mode: Mode = "no_data" if all(m.metrics is None for m in members) else "stale"
-        return Limits(
-            cvl_v=leader.cvl_v if leader else None,
-            ccl_a=0.0,
-            dcl_a=0.0,
-            mode=mode,
-            allow_charge=False,
-            allow_discharge=False,
-            charge_limited_by="stale",
-            discharge_limited_by="stale",
+        return Limits.blocked(
+            leader.cvl_v if leader else None,
+            has_data=any(m.metrics is not None for m in members),
             penalty_v=0.0,
             age_s=None,
         )

@@ -120,6 +120,24 @@ class Limits:
     # Seconds since the last successful read (None before the first).
     age_s: float | None
 
+    @classmethod
+    def blocked(
+        cls, cvl_v: float | None, *, has_data: bool, penalty_v: float, age_s: float | None
+    ) -> Limits:
+        """No fresh data: charge and discharge blocked, never the last known limits."""
+        return cls(
+            cvl_v=cvl_v,
+            ccl_a=0.0,
+            dcl_a=0.0,
+            mode="stale" if has_data else "no_data",
+            allow_charge=False,
+            allow_discharge=False,
+            charge_limited_by="stale",
+            discharge_limited_by="stale",
+            penalty_v=penalty_v,
+            age_s=age_s,
+        )
+
 
 def cell_values(metrics: Mapping[str, Number]) -> list[float]:
     """The cell voltages in order; a bank's metrics have none (its cells are in several packs)."""
@@ -184,16 +202,9 @@ class ChargeController:
             # Zero at once, and the ramp starts from zero when data comes back.
             self.ccl_a = self.dcl_a = 0.0
             self.absorbed_s = 0.0
-            mode: Mode = "no_data" if self.metrics is None else "stale"
-            return Limits(
-                cvl_v=self._target_cvl(),
-                ccl_a=0.0,
-                dcl_a=0.0,
-                mode=mode,
-                allow_charge=False,
-                allow_discharge=False,
-                charge_limited_by="stale",
-                discharge_limited_by="stale",
+            return Limits.blocked(
+                self._target_cvl(),
+                has_data=self.metrics is not None,
                 penalty_v=self.penalty_v,
                 age_s=age,
             )
