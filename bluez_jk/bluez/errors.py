@@ -151,6 +151,7 @@ _STAGE_DEFAULT: dict[str, type[JkError]] = {
 }
 
 _ADAPTER_PATH = re.compile(r"^/org/bluez/hci[0-9]+$")
+_ADAPTER_OF = re.compile(r"^/org/bluez/(hci[0-9]+)(?:/|$)")
 
 
 def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage) -> JkError:
@@ -164,7 +165,8 @@ def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage
             continue
         cls = rule.error
         break
-    if cls is ObjectVanished and _ADAPTER_PATH.fullmatch(path):
+    if _ADAPTER_PATH.fullmatch(path) and (cls is ObjectVanished or name == _D + "UnknownMethod"):
+        # The object or its Adapter1 interface left the bus between two calls: a pulled dongle.
         cls = AdapterNotFound
     if cls is None:
         cls = _STAGE_DEFAULT.get(stage, BusError)
@@ -174,4 +176,18 @@ def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage
     message = f"{member}: {text}" if text else member
     if hint:
         message = f"{message} ({hint})"
+    if cls is AdapterNotFound:
+        message = _name_the_adapter(message, path, gone=name != _E + "NotReady")
     return cls(message, stage=stage, dbus_error=name)
+
+
+def _name_the_adapter(message: str, path: str, *, gone: bool) -> str:
+    """Lead with the adapter and the next step: the raw D-Bus text ("Method ... doesn't
+    exist") does not say that a USB dongle was pulled or bluetoothd dropped the adapter."""
+    found = _ADAPTER_OF.match(path)
+    adapter = found.group(1) if found else "the adapter"
+    if gone:
+        return (
+            f"adapter {adapter} is gone ({message}); plug it back in or check `bluetoothctl list`"
+        )
+    return f"adapter {adapter} is not ready ({message}); power it on: bluetoothctl power on"

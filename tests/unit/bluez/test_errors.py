@@ -178,3 +178,24 @@ def test_hint_is_added_for_policy_denials() -> None:
         D + "AccessDenied", "denied", member="GetManagedObjects", path="/", stage="adapter"
     )
     assert "group bluetooth" in err.message
+
+
+@pytest.mark.parametrize(
+    ("name", "member", "path", "adapter", "next_step"),
+    [
+        # The dongle pulled between resolving the adapter and the next call on it (CI saw
+        # "SetDiscoveryFilter: Method ... doesn't exist" with no adapter named).
+        (D + "UnknownObject", "SetDiscoveryFilter", "/org/bluez/hci0", "hci0", "plug it back"),
+        (D + "UnknownMethod", "SetDiscoveryFilter", "/org/bluez/hci3", "hci3", "plug it back"),
+        (E + "NotReady", "StartDiscovery", "/org/bluez/hci1", "hci1", "power on"),
+        (E + "NotReady", "Connect", DEV, "hci0", "power on"),
+    ],
+)
+def test_an_adapter_error_names_the_adapter_and_the_next_step(
+    name: str, member: str, path: str, adapter: str, next_step: str
+) -> None:
+    text = f'Method "{member}" on interface "org.bluez.Adapter1" doesn\'t exist'
+    err = map_dbus_error(name, text, member=member, path=path, stage="discover")
+    assert type(err) is AdapterNotFound
+    assert adapter in err.message
+    assert next_step in err.message
