@@ -150,7 +150,6 @@ class PeerBms:
         self._notify_char: Characteristic[Any] | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
-        self._keeper: asyncio.Task[None] | None = None
         self._build_gatt()
         self.device.on("connection", self._on_connection)
         if pairing != "none":
@@ -263,26 +262,8 @@ class PeerBms:
         self.bms.stop()
         self._outbox = asyncio.Queue()
         # A JK board advertises again as soon as its central lets go.
-        if self._should_advertise():
-            asyncio.get_running_loop().create_task(self._advertise_logged())
-
-    def _should_advertise(self) -> bool:
-        return self.advertising and not self.faults.active("not-advertising", self.spec.address)
-
-    async def _advertise_logged(self) -> None:
-        try:
-            await self._advertise()
-        except Exception as exc:  # the keeper tries again; a real board never stays silent
-            log.warning("%s: start advertising failed: %r", self.spec.address, exc)
-
-    async def _keep_advertising(self) -> None:
-        """A real board advertises whenever nobody is connected. A restart after a disconnect
-        can fail (the controller still busy with the old link), which left a peer silent for
-        the rest of a run (jk3 in a CI run: DeviceNotFound from then on); this re-checks."""
-        while True:
-            await asyncio.sleep(2.0)
-            if self._should_advertise():
-                await self._advertise_logged()
+        if self.advertising and not self.faults.active("not-advertising", self.spec.address):
+            asyncio.get_running_loop().create_task(self._advertise())
 
     def _advertising_data(self) -> tuple[bytes, bytes]:
         """Name and the FFE0 service in the advert, the module's id in the scan response:
@@ -316,7 +297,6 @@ class PeerBms:
         await self.device.power_on()
         self.advertising = True
         await self._advertise()
-        self._keeper = asyncio.get_running_loop().create_task(self._keep_advertising())
 
     async def stop_advertising(self) -> None:
         self.faults.add(_fault("not-advertising", self.spec.address))
