@@ -69,23 +69,22 @@ class HostController(Controller):
     def on_hci_le_create_connection_cancel_command(
         self, command: hci.HCI_LE_Create_Connection_Cancel_Command
     ) -> Any:
-        held, self._held = self._held, None
+        """As a controller must (Core Vol 4 Part E 7.8.13). bumble's own cancel answers
+        success and does nothing else: the pending connection stays armed, so the next advert
+        of that board connects it anyway, to a central that has given up. The board then
+        sits connected and never advertises again (the likely cause of jk3 'not seen during
+        10.0 s of discovery' for the rest of a gateway run, right after a cmd/pause that may
+        have cancelled its Connect), and the kernel's connect state hangs without the
+        completion event below."""
+        self._held = None
         pending = self.pending_le_connection
-        result = super().on_hci_le_create_connection_cancel_command(command)
-        # bumble's own cancel answers success and leaves the connection armed: the board's
-        # next advert connects it anyway, to a central that has given up, and the board then
-        # sits connected and never advertises again (the likely cause of jk3 "not seen during
-        # 10.0 s of discovery" for the rest of a gateway run, right after a cmd/pause that may
-        # have cancelled its Connect). Disarmed here.
+        if pending is None:
+            # Already connected (or never asked): the host must disconnect instead.
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
         self.pending_le_connection = None
-        if held is not None and held is pending:
-            # As a controller must (Core Vol 4 Part E 7.8.13): after the Command Complete,
-            # LE Connection Complete with Unknown Connection Identifier. bumble's own cancel
-            # sends nothing, which leaves the kernel's connect state hanging. (Sent for the
-            # wedge only: sending it for every cancel changed what 5.66 answered in the
-            # probes, e.g. a Connect to a board that had stopped advertising came back ok.)
-            asyncio.get_running_loop().call_soon(self._cancelled, held)
-        return result
+        # After the Command Complete: LE Connection Complete, Unknown Connection Identifier.
+        asyncio.get_running_loop().call_soon(self._cancelled, pending)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
     def _cancelled(self, held: Any) -> None:
         self.send_hci_packet(
