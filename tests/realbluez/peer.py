@@ -69,22 +69,15 @@ class HostController(Controller):
     def on_hci_le_create_connection_cancel_command(
         self, command: hci.HCI_LE_Create_Connection_Cancel_Command
     ) -> Any:
-        """As a controller must (Core Vol 4 Part E 7.8.13). bumble's own cancel answers
-        success and does nothing else: the pending connection stays armed, so the next advert
-        of that board connects it anyway, to a central that has given up. The board then
-        sits connected and never advertises again (the likely cause of jk3 'not seen during
-        10.0 s of discovery' for the rest of a gateway run, right after a cmd/pause that may
-        have cancelled its Connect), and the kernel's connect state hangs without the
-        completion event below."""
-        self._held = None
-        pending = self.pending_le_connection
-        if pending is None:
-            # Already connected (or never asked): the host must disconnect instead.
-            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
-        self.pending_le_connection = None
-        # After the Command Complete: LE Connection Complete, Unknown Connection Identifier.
-        asyncio.get_running_loop().call_soon(self._cancelled, pending)
-        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+        held, self._held = self._held, None
+        result = super().on_hci_le_create_connection_cancel_command(command)
+        if held is not None and held is self.pending_le_connection:
+            # As a controller must (Core Vol 4 Part E 7.8.13): after the Command Complete,
+            # LE Connection Complete with Unknown Connection Identifier. bumble's own cancel
+            # sends nothing, which leaves the kernel's connect state hanging.
+            self.pending_le_connection = None
+            asyncio.get_running_loop().call_soon(self._cancelled, held)
+        return result
 
     def _cancelled(self, held: Any) -> None:
         self.send_hci_packet(
