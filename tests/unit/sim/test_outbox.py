@@ -8,7 +8,7 @@ from typing import Any
 
 from dbus_fast import Message
 
-from bluez_jk.sim.outbox import Outbox
+from bluez_jk.sim.outbox import HIGH_WATER_BYTES, Outbox
 
 
 class _FakeBus:
@@ -65,3 +65,15 @@ async def test_close_runs_callbacks_of_unsent_messages() -> None:
         await outbox.close()
         assert closed == [1]
         assert bus.sent == []
+
+
+async def test_the_send_buffer_is_widened_at_start() -> None:
+    """A full socket kills dbus-fast's connection (docs/design.md, "Known library defect"):
+    the simulator's bus socket gets a send buffer far above the high-water mark."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, peer:
+        before = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        Outbox(_FakeBus(ours))  # type: ignore[arg-type]
+        after = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert after > before
+        assert after >= 8 * HIGH_WATER_BYTES
