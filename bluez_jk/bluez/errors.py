@@ -131,7 +131,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 _HINTS: dict[str, str] = {
-    _E + "NotReady": "adapter not powered",
     _D + "AccessDenied": "D-Bus policy denies org.bluez (run as root or in group bluetooth)",
     _D + "ServiceUnknown": "bluetoothd is not running on this bus",
     _D + "NameHasNoOwner": "bluetoothd is not running on this bus",
@@ -150,8 +149,8 @@ _STAGE_DEFAULT: dict[str, type[JkError]] = {
     "subscribe": BusError,
 }
 
-_ADAPTER_PATH = re.compile(r"^/org/bluez/hci[0-9]+$")
-_ADAPTER_OF = re.compile(r"^/org/bluez/(hci[0-9]+)(?:/|$)")
+# Group 1 names the adapter; group 2 is None when the path is the adapter object itself.
+_ADAPTER = re.compile(r"^/org/bluez/(hci[0-9]+)(/.*)?$")
 
 
 def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage) -> JkError:
@@ -165,29 +164,28 @@ def map_dbus_error(name: str, text: str, *, member: str, path: str, stage: Stage
             continue
         cls = rule.error
         break
-    if _ADAPTER_PATH.fullmatch(path) and (cls is ObjectVanished or name == _D + "UnknownMethod"):
+    adapter = _ADAPTER.match(path)
+    on_adapter = adapter is not None and adapter.group(2) is None
+    if on_adapter and (cls is ObjectVanished or name == _D + "UnknownMethod"):
         # The object or its Adapter1 interface left the bus between two calls: a pulled dongle.
         cls = AdapterNotFound
     if cls is None:
         cls = _STAGE_DEFAULT.get(stage, BusError)
+    message = f"{member}: {text}" if text else member
+    if cls is AdapterNotFound:
+        # Lead with the adapter and the next step: the raw D-Bus text ("Method ... doesn't
+        # exist") does not say that a dongle was pulled or that the adapter is powered off.
+        which = adapter.group(1) if adapter else "the adapter"
+        if name == _E + "NotReady":
+            message = f"adapter {which} is not powered ({message}); bluetoothctl power on"
+        else:
+            message = (
+                f"adapter {which} is gone ({message}); plug it back in or check `bluetoothctl list`"
+            )
+        return cls(message, stage=stage, dbus_error=name)
     hint = _HINTS.get(name)
     if hint is None and issubclass(cls, ConnectFailed):
         hint = CONNECT_HINT
-    message = f"{member}: {text}" if text else member
     if hint:
         message = f"{message} ({hint})"
-    if cls is AdapterNotFound:
-        message = _name_the_adapter(message, path, gone=name != _E + "NotReady")
     return cls(message, stage=stage, dbus_error=name)
-
-
-def _name_the_adapter(message: str, path: str, *, gone: bool) -> str:
-    """Lead with the adapter and the next step: the raw D-Bus text ("Method ... doesn't
-    exist") does not say that a USB dongle was pulled or bluetoothd dropped the adapter."""
-    found = _ADAPTER_OF.match(path)
-    adapter = found.group(1) if found else "the adapter"
-    if gone:
-        return (
-            f"adapter {adapter} is gone ({message}); plug it back in or check `bluetoothctl list`"
-        )
-    return f"adapter {adapter} is not ready ({message}); power it on: bluetoothctl power on"

@@ -187,8 +187,8 @@ def test_hint_is_added_for_policy_denials() -> None:
         # "SetDiscoveryFilter: Method ... doesn't exist" with no adapter named).
         (D + "UnknownObject", "SetDiscoveryFilter", "/org/bluez/hci0", "hci0", "plug it back"),
         (D + "UnknownMethod", "SetDiscoveryFilter", "/org/bluez/hci3", "hci3", "plug it back"),
-        (E + "NotReady", "StartDiscovery", "/org/bluez/hci1", "hci1", "power on"),
-        (E + "NotReady", "Connect", DEV, "hci0", "power on"),
+        (E + "NotReady", "StartDiscovery", "/org/bluez/hci1", "hci1", "is not powered"),
+        (E + "NotReady", "Connect", DEV, "hci0", "is not powered"),
     ],
 )
 def test_an_adapter_error_names_the_adapter_and_the_next_step(
@@ -197,5 +197,8 @@ def test_an_adapter_error_names_the_adapter_and_the_next_step(
     text = f'Method "{member}" on interface "org.bluez.Adapter1" doesn\'t exist'
     err = map_dbus_error(name, text, member=member, path=path, stage="discover")
     assert type(err) is AdapterNotFound
-    assert adapter in err.message
+    assert f"adapter {adapter} " in err.message
     assert next_step in err.message
+    if next_step == "is not powered":
+        assert err.message.endswith("; bluetoothctl power on")
+        assert err.message.count("power") == 2  # the state and the command, no second hint
