@@ -371,7 +371,7 @@ class Reader:
                 await set_powered(bus, adapter_obj, False, timeout_s)
                 await asyncio.sleep(off_s)
             finally:
-                await _power_on(bus, adapter_obj, timeout_s)
+                await _to_the_end(_power_on(bus, adapter_obj, timeout_s))
         return name
 
     async def read(self, req: ReadRequest, *, capture: Capture | None = None) -> Reading:
@@ -477,14 +477,22 @@ async def _power_on(bus: BluezBus, adapter_obj: str, timeout_s: float, tries: in
             return
 
 
-async def _bounded_cleanup(stack: AsyncExitStack) -> None:
-    """Close `stack` even if the caller is cancelled meanwhile; every step inside is bounded."""
-    task = asyncio.ensure_future(stack.aclose())
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
+async def _to_the_end(step: Awaitable[None]) -> None:
+    """Await `step` to its end even if the caller is cancelled meanwhile, once or again (the
+    gateway's shutdown cancels once, then once more when its own deadline passes); then the
+    cancellation goes on. Only for steps bounded inside: cleanup and the power-on."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # seen (and logged where it happened): the caller was cancelled
+        raise asyncio.CancelledError
+    task.result()
 
 
 _RESTART_HINT = (
@@ -704,7 +712,7 @@ class _Session:
         try:
             await self._connected_session(stack, self.bus, self.adapter_obj, pending)
         finally:
-            await _bounded_cleanup(stack)
+            await _to_the_end(stack.aclose())
 
     async def _recover(self, err: JkError, tried: Tried) -> tuple[Tried, Action]:
         """What the policy makes of a failed attempt: the next one's action, after its delay.

@@ -5,9 +5,12 @@ held lock is a typed error that leaves the adapter as it was."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+import bluez_jk.reader as reader_module
 from bluez_jk.adapter_lock import AdapterLock
 from bluez_jk.errors import AdapterNotFound, Busy
 from bluez_jk.reader import Reader, ReadRequest
@@ -54,3 +57,39 @@ async def test_a_held_lock_is_busy_and_the_adapter_stays_on(sim: SimHandle, read
         with pytest.raises(Busy):
             await reader.power_cycle("hci0", off_s=0.05, timeout_s=0.3)
     assert powered(sim) == []
+
+
+async def test_cancelled_twice_during_the_power_on_it_still_ends_on(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's shutdown cancels a running cycle, then cancels again when its own
+    deadline passes: the power-on must still finish before the cycle returns, or the adapter
+    stays off until someone powers it by hand."""
+    switching_on = asyncio.Event()
+    switched: list[bool] = []
+    real_set_powered = reader_module.set_powered
+
+    async def slow_power_on(bus: Any, adapter_obj: str, powered: bool, timeout_s: float) -> None:
+        if powered:
+            switching_on.set()
+            await asyncio.sleep(0.3)
+        await real_set_powered(bus, adapter_obj, powered, timeout_s)
+        switched.append(powered)
+
+    monkeypatch.setattr(reader_module, "set_powered", slow_power_on)
+    cycle = asyncio.create_task(reader.power_cycle("hci0", off_s=30.0))
+    await wait_for(lambda: switched == [False])
+    cycle.cancel()  # the shutdown
+    await asyncio.wait_for(switching_on.wait(), 30)
+    cycle.cancel()  # its deadline
+    with pytest.raises(asyncio.CancelledError):
+        await cycle
+    assert switched == [False, True]
+    assert powered(sim) == [False, True]
+
+
+async def wait_for(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
