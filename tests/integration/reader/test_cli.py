@@ -194,11 +194,11 @@ def test_sigterm_cleans_up_and_still_prints_json(sim: SimHandle) -> None:
     )
     try:
         sim.wait_log(lambda e: e["event"] == "notify_start", 10)
-        # The BMS is silent: once the first command has reached it the reader waits in
-        # "collect" for the rest of its 30 s. The write's reply is still in flight when the
-        # simulator logs it, so give it time to arrive (generous beside the 30 s window).
+        # The BMS is silent: once the first command has reached it the reader waits for the
+        # rest of its 30 s, in "collect" once the write's reply is in, in "write" until then
+        # (on a busy machine that can be seconds after the simulator logged the write).
         sim.wait_log(lambda e: e["event"] == "write", 10)
-        time.sleep(2)
+        time.sleep(1)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
     finally:
@@ -208,7 +208,7 @@ def test_sigterm_cleans_up_and_still_prints_json(sim: SimHandle) -> None:
     assert proc.returncode == 143  # 128 + SIGTERM
     error = json.loads(out)["error"]
     assert error["type"] == "Interrupted"
-    assert error["stage"] == "collect"
+    assert error["stage"] in ("write", "collect"), error
     assert_device_released(sim)
 
 
