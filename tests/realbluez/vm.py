@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,16 +130,20 @@ def _remember(accel: str) -> None:
 
 
 def _start(work: Path, accel: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    console = (work / "console.log").open("ab")
-    return subprocess.Popen(
-        _command(work, accel, env),
-        stdout=console,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        # vng runs virtme-run from the same environment's bin directory.
-        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"),
-    )
+    # The child keeps its own copy of the console fd: closing ours at once keeps the test
+    # process's fd table as it was (the reader tests compare it before and after).
+    with (work / "console.log").open("ab") as console:
+        return subprocess.Popen(
+            _command(work, accel, env),
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            # vng runs virtme-run from the same environment's bin directory.
+            env=dict(
+                os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+            ),
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -151,51 +156,91 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(15)
 
 
-def _wait_booted(work: Path, proc: subprocess.Popen[bytes], within_s: float) -> float | None:
+def _wait_booted(
+    work: Path, proc: subprocess.Popen[bytes], within_s: float, stop: threading.Event
+) -> float | None:
     t0 = time.monotonic()
-    while time.monotonic() - t0 < within_s:
+    while time.monotonic() - t0 < within_s and not stop.is_set():
         if (work / "booted").exists():
             return time.monotonic() - t0
         if proc.poll() is not None:
             return None
-        time.sleep(0.5)
+        stop.wait(0.5)
     return None
 
 
-def run(work: Path, env: dict[str, str], deadline_s: float) -> Run:
-    """Boot, run every scenario, collect. Never raises for a failed guest: `Run` says."""
-    work.mkdir(parents=True, exist_ok=True)
-    work.chmod(0o755)  # the gateway runs as an unprivileged user and reads its config here
-    t0 = time.monotonic()
-    accel = choose_accel()
-    proc = None
-    boot_s = None
-    if accel == "probe":
-        proc = _start(work, "kvm", env)
-        boot_s = _wait_booted(work, proc, KVM_PROBE_S)
-        if boot_s is None:
+class Launch:
+    """One VM run, split by thread: `start` (the test process's main thread) opens every fd
+    the run needs, `wait` only polls and may run in a background thread while other tests
+    count their fds, `collect` reads the results back in the main thread."""
+
+    def __init__(self, work: Path, env: dict[str, str], deadline_s: float) -> None:
+        self.work = work
+        self.env = env
+        self.deadline_s = deadline_s
+        self.stop = threading.Event()
+        self.accel = "tcg"
+        self.boot_s: float | None = None
+        self.total_s = 0.0
+        self._t0 = time.monotonic()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.work.chmod(0o755)  # the gateway runs as an unprivileged user and reads its config
+        self._t0 = time.monotonic()
+        accel = choose_accel()
+        if accel == "probe":
+            # Once per kernel and QEMU on a machine with /dev/kvm: a KVM guest that hangs
+            # after the boot loader costs KVM_PROBE_S, then the verdict is cached.
+            probe = _start(self.work, "kvm", self.env)
+            self.boot_s = _wait_booted(self.work, probe, KVM_PROBE_S, self.stop)
+            if self.boot_s is None:
+                _stop(probe)
+                _remember("tcg")
+                accel = "tcg"
+            else:
+                _remember("kvm")
+                self._proc = probe
+                accel = "kvm"
+        self.accel = accel
+        if self._proc is None:
+            self._proc = _start(self.work, accel, self.env)
+
+    def wait(self) -> None:
+        """Until the guest is done, the deadline passes or `stop` is set; then the VM is
+        stopped. No fd is opened here."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if self.boot_s is None:
+                self.boot_s = _wait_booted(self.work, proc, 180.0, self.stop)
+            while not self.stop.is_set() and proc.poll() is None:
+                if time.monotonic() - self._t0 > self.deadline_s:
+                    break
+                self.stop.wait(1.0)
+        finally:
             _stop(proc)
-            proc = None
-            _remember("tcg")
-            accel = "tcg"
-        else:
-            _remember("kvm")
-            accel = "kvm"
-    if proc is None:
-        proc = _start(work, accel, env)
-        boot_s = _wait_booted(work, proc, 180.0)
-    result = Run(work, accel, boot_s)
-    try:
-        remaining = deadline_s - (time.monotonic() - t0)
-        proc.wait(max(remaining, 1.0))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        _stop(proc)
-    result.exit_code = proc.returncode
-    result.total_s = time.monotonic() - t0
-    result.complete = (work / "done").exists()
-    results = work / "results.jsonl"
-    if results.exists():
-        result.outcomes = [json.loads(line) for line in results.read_text().splitlines() if line]
-    return result
+            self.total_s = time.monotonic() - self._t0
+
+    def collect(self) -> Run:
+        result = Run(self.work, self.accel, self.boot_s, self.total_s)
+        if self._proc is not None:
+            result.exit_code = self._proc.returncode
+        result.complete = (self.work / "done").exists()
+        results = self.work / "results.jsonl"
+        if results.exists():
+            result.outcomes = [
+                json.loads(line) for line in results.read_text().splitlines() if line
+            ]
+        return result
+
+
+def run(work: Path, env: dict[str, str], deadline_s: float) -> Run:
+    """Boot, run every scenario, collect, all in this thread. Never raises for a failed
+    guest: `Run` says."""
+    launch = Launch(work, env, deadline_s)
+    launch.start()
+    launch.wait()
+    return launch.collect()
