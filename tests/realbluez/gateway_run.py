@@ -283,14 +283,22 @@ async def bluetoothd_restart(rig: Any) -> Outcome:
         took = time.monotonic() - t0
     finally:
         code = gw.stop()
+    log = (gw.work / "gateway.log").read_text(errors="replace")
+    cycles = log.count("adapter wedged, power-cycling")
     # The restart also clears what a failed AcquireNotify wedged (jk6, stuck_acquire).
-    await rig.wait_adapters()
+    try:
+        await rig.wait_adapters()
+    except RuntimeError as err:
+        return Outcome(RESTART_LABEL, False, f"{err}; gateway power cycles: {cycles}", took)
     async with Reader() as reader:
         wedged = await reader.read(request(rig.bms["jk6"], timeout_s=read_timeout(rig)))
     ok = recovered and alive and code == 0 and wedged.get("error") is None
     summary = (
         f"every BMS read again {took:.0f} s after the restart" if recovered else "no recovery"
-    ) + f", gateway exit {code}, wedged jk6 after the restart: {error_of(wedged)}"
+    ) + (
+        f", gateway exit {code}, power cycles {cycles}, "
+        f"wedged jk6 after the restart: {error_of(wedged)}"
+    )
     return Outcome(RESTART_LABEL, ok, summary, took)
 
 

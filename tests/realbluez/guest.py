@@ -148,8 +148,9 @@ class RealRig:
 async def wait_for_adapter(adapter: str, within_s: float = 60.0) -> None:
     """bluetoothd picks the new controller up and powers it (AutoEnable, 5.66's default)."""
     deadline = time.monotonic() + within_s
+    last = "no answer"  # what bluetoothd said last, for the failure message
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
             try:
                 reply = await bus.call(
@@ -157,17 +158,27 @@ async def wait_for_adapter(adapter: str, within_s: float = 60.0) -> None:
                         destination="org.bluez",
                         path=f"/org/bluez/{adapter}",
                         interface="org.freedesktop.DBus.Properties",
-                        member="Get",
-                        signature="ss",
-                        body=["org.bluez.Adapter1", "Powered"],
+                        member="GetAll",
+                        signature="s",
+                        body=["org.bluez.Adapter1"],
                     )
                 )
-                if reply is not None and reply.body and reply.body[0].value:
-                    return
+                if reply is not None and reply.body:
+                    props = reply.body[0]
+                    if props.get("Powered") and props["Powered"].value:
+                        return
+                    state = props.get("PowerState")
+                    last = f"Powered false, PowerState {state.value if state else '?'}"
+                elif reply is not None:
+                    last = f"{reply.error_name}: {reply.body}"
             finally:
                 bus.disconnect()
+        except Exception as err:  # bluetoothd or the bus still starting
+            last = repr(err)
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"{adapter} did not come up powered in bluetoothd within {within_s} s")
+    raise RuntimeError(
+        f"{adapter} did not come up powered in bluetoothd within {within_s} s (last: {last})"
+    )
 
 
 def record(work: Path, outcome: Outcome) -> None:
