@@ -287,7 +287,7 @@ async def bluetoothd_restart(rig: Any) -> Outcome:
     cycles = log.count("adapter wedged, power-cycling")
     # The restart also clears what a failed AcquireNotify wedged (jk6, stuck_acquire).
     try:
-        await rig.wait_adapters()
+        by_hand = await rig.wait_adapters()
     except RuntimeError as err:
         return Outcome(RESTART_LABEL, False, f"{err}; gateway power cycles: {cycles}", took)
     async with Reader() as reader:
@@ -298,6 +298,7 @@ async def bluetoothd_restart(rig: Any) -> Outcome:
     ) + (
         f", gateway exit {code}, power cycles {cycles}, "
         f"wedged jk6 after the restart: {error_of(wedged)}"
+        + "".join(f"; {note}" for note in by_hand)
     )
     return Outcome(RESTART_LABEL, ok, summary, took)
 

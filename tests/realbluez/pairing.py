@@ -93,17 +93,18 @@ async def lost_bond(rig: Rig) -> Outcome:
     forget = getattr(rig, "forget_bond", None)
     if forget is None:
         return Outcome(label_of_lost_bond, False, "this rig cannot make the BMS forget")
+    # The scenario before restarts bluetoothd: start from powered adapters, as a user would.
+    notes = await wait_alive(rig)
     before = _pairings(rig, bms.address)
     await forget(bms.address)
     t0 = time.monotonic()
-    notes = []
     async with Reader() as reader:
         reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
     notes.append(f"first read {error_of(reading)}")
     if not rig.bluez_alive():
         notes.append("bluetoothd crashed")
         await rig.restart_bluez()  # type: ignore[attr-defined]
-        await wait_alive(rig)
+        notes += await wait_alive(rig)
         async with Reader() as reader:
             reading = await reader.read(request(bms, timeout_s=read_timeout(rig)))
         notes.append(f"after the restart {error_of(reading)}")
@@ -115,11 +116,10 @@ async def lost_bond(rig: Rig) -> Outcome:
     return Outcome(label_of_lost_bond, ok, summary, took, {"error": reading.get("error")})
 
 
-async def wait_alive(rig: Rig) -> None:
-    """bluetoothd is back and has its adapters again."""
+async def wait_alive(rig: Rig) -> list[str]:
+    """bluetoothd is back and has its adapters again; what that took beyond waiting."""
     waiter = getattr(rig, "wait_adapters", None)
-    if waiter is not None:
-        await waiter()
+    return list(await waiter()) if waiter is not None else []
 
 
 label_of_just_works = "pairing: just works, then 20 reads on the bond (jk8)"

@@ -51,8 +51,8 @@ class SimRig:
     async def restart_bluez(self) -> None:
         await asyncio.to_thread(self.handle.restart)
 
-    async def wait_adapters(self) -> None:
-        return None
+    async def wait_adapters(self) -> list[str]:
+        return []
 
     def bluez_alive(self) -> bool:
         return self.handle.proc is not None and self.handle.proc.poll() is None
