@@ -69,15 +69,22 @@ class HostController(Controller):
     def on_hci_le_create_connection_cancel_command(
         self, command: hci.HCI_LE_Create_Connection_Cancel_Command
     ) -> Any:
-        held, self._held = self._held, None
-        result = super().on_hci_le_create_connection_cancel_command(command)
-        if held is not None and held is self.pending_le_connection:
-            # As a controller must (Core Vol 4 Part E 7.8.13): after the Command Complete,
-            # LE Connection Complete with Unknown Connection Identifier. bumble's own cancel
-            # sends nothing, which leaves the kernel's connect state hanging.
-            self.pending_le_connection = None
-            asyncio.get_running_loop().call_soon(self._cancelled, held)
-        return result
+        """As a controller must (Core Vol 4 Part E 7.8.13). bumble 0.0.236's own cancel answers
+        success and does nothing else: the connection stays pending, so the next LE Create
+        Connection on this controller is refused (Command Disallowed), the cancelled board's
+        next advert connects it to a central that has given up, and without the completion
+        event below the kernel waits out its connect timeout with the controller's command
+        queue held. On a slow machine a gateway read that timed out in Connect left hci1 so
+        ("Connect got no reply within 30.0 s" for every board on it, then offline)."""
+        self._held = None
+        pending = self.pending_le_connection
+        if pending is None:
+            # Already connected, or never asked: the host must disconnect instead.
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        # After the Command Complete: LE Connection Complete, Unknown Connection Identifier.
+        asyncio.get_running_loop().call_soon(self._cancelled, pending)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
     def _cancelled(self, held: Any) -> None:
         self.send_hci_packet(
@@ -150,6 +157,10 @@ class PeerBms:
         self._notify_char: Characteristic[Any] | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
+        # Every change of advertising goes through `_sync_advertising` under this lock, which
+        # decides from the state at that moment: a restart after a disconnect that is still
+        # in flight when a fault says "stop" is followed by the stop instead of outliving it.
+        self._advertising_lock = asyncio.Lock()
         self._build_gatt()
         self.device.on("connection", self._on_connection)
         if pairing != "none":
@@ -262,8 +273,7 @@ class PeerBms:
         self.bms.stop()
         self._outbox = asyncio.Queue()
         # A JK board advertises again as soon as its central lets go.
-        if self.advertising and not self.faults.active("not-advertising", self.spec.address):
-            asyncio.get_running_loop().create_task(self._advertise())
+        asyncio.get_running_loop().create_task(self._sync_advertising())
 
     def _advertising_data(self) -> tuple[bytes, bytes]:
         """Name and the FFE0 service in the advert, the module's id in the scan response:
@@ -279,44 +289,55 @@ class PeerBms:
         rsp = AdvertisingData([(AdvertisingData.MANUFACTURER_SPECIFIC_DATA, b"\x65\x0b" + mac)])
         return bytes(adv), bytes(rsp)
 
-    async def _advertise(self) -> None:
-        if self.connection is None and not self.device.is_advertising:
-            adv, rsp = self._advertising_data()
-            await self.device.start_advertising(
-                auto_restart=False,
-                advertising_data=adv,
-                scan_response_data=rsp,
-                # A JK module advertises every ~100 ms; bumble's 1 s default slows each connect.
-                advertising_interval_min=100,
-                advertising_interval_max=100,
-            )
+    def _wants_adverts(self) -> bool:
+        return (
+            self.advertising
+            and self.connection is None
+            and not self.faults.active("not-advertising", self.spec.address)
+        )
+
+    async def _sync_advertising(self) -> None:
+        """Advertise exactly when the board should (on, nobody connected, no fault)."""
+        async with self._advertising_lock:
+            wanted = self._wants_adverts()
+            if wanted and not self.device.is_advertising:
+                adv, rsp = self._advertising_data()
+                await self.device.start_advertising(
+                    auto_restart=False,
+                    advertising_data=adv,
+                    scan_response_data=rsp,
+                    # A JK module advertises every ~100 ms; bumble's 1 s default slows each
+                    # connect.
+                    advertising_interval_min=100,
+                    advertising_interval_max=100,
+                )
+            elif not wanted and self.device.is_advertising and self.connection is None:
+                await self.device.stop_advertising()
 
     # ---- life cycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.device.power_on()
         self.advertising = True
-        await self._advertise()
+        await self._sync_advertising()
 
     async def stop_advertising(self) -> None:
         self.faults.add(_fault("not-advertising", self.spec.address))
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
+        await self._sync_advertising()
 
     async def resume_advertising(self) -> None:
         self.faults.clear("not-advertising", self.spec.address)
-        await self._advertise()
+        await self._sync_advertising()
 
     async def vanish(self) -> None:
         """Powered off: the link drops (supervision timeout seen as a remote drop), no adverts."""
         self.advertising = False
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
+        await self._sync_advertising()
         await self._drop()
 
     async def appear(self) -> None:
         self.advertising = True
-        await self._advertise()
+        await self._sync_advertising()
 
 
 class _FixedPasskey(PairingDelegate):
