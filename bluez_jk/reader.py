@@ -477,10 +477,23 @@ async def _power_on(bus: BluezBus, adapter_obj: str, timeout_s: float, tries: in
             return
 
 
+async def _bounded_cleanup(stack: AsyncExitStack) -> None:
+    """Close `stack` even if the caller is cancelled meanwhile; a second cancellation (the
+    gateway's shutdown deadline) ends the wait, so that a dead bus's call timeouts never hold
+    up an exit. Every step inside is bounded."""
+    task = asyncio.ensure_future(stack.aclose())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 async def _to_the_end(step: Awaitable[None]) -> None:
     """Await `step` to its end even if the caller is cancelled meanwhile, once or again (the
     gateway's shutdown cancels once, then once more when its own deadline passes); then the
-    cancellation goes on. Only for steps bounded inside: cleanup and the power-on."""
+    cancellation goes on. For the power-on only: an adapter left off is worse than a late
+    exit, and the power-on is bounded (`_power_on`'s tries)."""
     task = asyncio.ensure_future(step)
     cancelled = False
     while not task.done():
@@ -712,7 +725,7 @@ class _Session:
         try:
             await self._connected_session(stack, self.bus, self.adapter_obj, pending)
         finally:
-            await _to_the_end(stack.aclose())
+            await _bounded_cleanup(stack)
 
     async def _recover(self, err: JkError, tried: Tried) -> tuple[Tried, Action]:
         """What the policy makes of a failed attempt: the next one's action, after its delay.
