@@ -235,12 +235,3 @@ class Launch:
                 json.loads(line) for line in results.read_text().splitlines() if line
             ]
         return result
-
-
-def run(work: Path, env: dict[str, str], deadline_s: float) -> Run:
-    """Boot, run every scenario, collect, all in this thread. Never raises for a failed
-    guest: `Run` says."""
-    launch = Launch(work, env, deadline_s)
-    launch.start()
-    launch.wait()
-    return launch.collect()
