@@ -6,6 +6,10 @@ the gateway, the latency it adds between `cmd/read` and the `raw` message.
 
     python bench/gateway.py [--devices 8] [--adapters 2] [--interval 2] [--duration 60]
 
+Also measured on the same simulator: `Reader.read` alone over the same devices (one Reader
+in a process of its own: what the gateway adds per read beyond its reader), and the gateway
+with every device on `keep_connected` (CPU per second next to polling's).
+
 "CPU per read" counts only the poller (gateway process, or every reader process it started),
 never the simulator or the broker. "Added latency" is the time from publishing `cmd/read` to
 receiving `raw`, minus the read's own `duration_s` (the time the BLE session took on the
@@ -20,6 +24,7 @@ exchange on loopback, for any MQTT client. That is the broker's setting, not the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -40,8 +45,9 @@ from tests.fixtures.bluez import SimHandle  # noqa: E402
 from tests.fixtures.mqtt import Broker, MqttProbe  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGET_CPU_RATIO = 20.0
-TARGET_RSS_MIB = 45.0
+TARGET_CPU_RATIO = 50.0
+TARGET_RSS_MIB = 35.0
+TARGET_GATEWAY_OVERHEAD_MS = 1.0  # gateway CPU per read beyond the reader's (issue 13)
 TARGET_LATENCY_MS = 20.0
 
 
@@ -82,7 +88,12 @@ def missed_deadlines(
 
 
 def gateway_config(
-    broker: Broker, specs: list[tuple[str, str, str]], interval: float, state_dir: Path
+    broker: Broker,
+    specs: list[tuple[str, str, str]],
+    interval: float,
+    state_dir: Path,
+    *,
+    keep_connected: bool = False,
 ) -> dict[str, Any]:
     return {
         "mqtt": {"host": broker.host, "port": broker.port, "base_topic": "bms", "keepalive": 10},
@@ -90,7 +101,10 @@ def gateway_config(
         "timeout_s": 10,
         "scan_timeout_s": 3,
         "state_dir": str(state_dir),
-        "devices": [{"name": n, "address": a, "adapter": h} for n, a, h in specs],
+        "devices": [
+            {"name": n, "address": a, "adapter": h, "keep_connected": keep_connected}
+            for n, a, h in specs
+        ],
     }
 
 
@@ -128,11 +142,17 @@ def raw_times(probe: MqttProbe, names: list[str]) -> dict[str, list[float]]:
 
 
 def bench_gateway(
-    args: argparse.Namespace, sim: SimHandle, broker: Broker, work: Path
+    args: argparse.Namespace,
+    sim: SimHandle,
+    broker: Broker,
+    work: Path,
+    *,
+    keep_connected: bool = False,
 ) -> dict[str, Any]:
     specs = device_specs(args.devices, args.adapters)
     names = [n for n, _, _ in specs]
-    config = gateway_config(broker, specs, args.interval, work / "state")
+    state = work / ("state-stream" if keep_connected else "state")
+    config = gateway_config(broker, specs, args.interval, state, keep_connected=keep_connected)
     with MqttProbe(broker, ["bms/jk/+/raw"]) as probe:
         proc = start_gateway(config, sim, work)
         try:
@@ -157,6 +177,7 @@ def bench_gateway(
         "failed_reads": errors,
         "cpu_s": cpu1 - cpu0,
         "cpu_ms_per_read": 1000 * (cpu1 - cpu0) / max(reads, 1),
+        "cpu_ms_per_s": 1000 * (cpu1 - cpu0) / (end - start),
         "rss_mib_peak": peak,
         "rss_mib_hwm": hwm,
         "missed_deadlines": missed_deadlines(times, start, end, args.interval),
@@ -246,6 +267,33 @@ def bench_process_per_poll(args: argparse.Namespace, sim: SimHandle, work: Path)
     }
 
 
+async def _reader_reads(specs: list[tuple[str, str, str]], rounds: int) -> dict[str, float]:
+    """`Reader.read` over every device in turn, one Reader (the gateway's reader without the
+    gateway): CPU seconds per read of this process, after one warm-up round."""
+    from bluez_jk.reader import Reader, ReadRequest  # noqa: PLC0415 - only in the worker
+
+    requests = [ReadRequest(name=n, address=a, adapter=h, timeout_s=10) for n, a, h in specs]
+    async with Reader() as reader:
+        for warm in (True, False):
+            cpu0, failed = time.process_time(), 0
+            for _ in range(1 if warm else rounds):
+                for request in requests:
+                    failed += (await reader.read(request))["error"] is not None
+            cpu = time.process_time() - cpu0
+    reads = rounds * len(requests)
+    return {"reads": reads, "failed_reads": failed, "cpu_ms_per_read": 1000 * cpu / reads}
+
+
+def bench_reader(args: argparse.Namespace, sim: SimHandle, work: Path) -> dict[str, Any]:
+    """The reader alone on the same simulator, in a process of its own."""
+    env = {**sim.env, "BLUEZ_JK_LOCK_DIR": str(work)}
+    argv = [sys.executable, __file__, "--reader-worker", "--devices", str(args.devices)]
+    argv += ["--adapters", str(args.adapters)]
+    done = subprocess.run(argv, env=env, capture_output=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=8)
@@ -254,7 +302,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--latency-samples", type=int, default=40)
     parser.add_argument("--timing", default="zero", choices=["zero", "fast", "real"])
+    parser.add_argument("--reader-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reader_worker:
+        specs = device_specs(args.devices, args.adapters)
+        print(json.dumps(asyncio.run(_reader_reads(specs, rounds=5))))
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         work = Path(tmp)
@@ -264,6 +317,8 @@ def main() -> int:
         broker.start()
         try:
             gw = bench_gateway(args, sim, broker, work)
+            alone = bench_reader(args, sim, work)
+            stream = bench_gateway(args, sim, broker, work, keep_connected=True)
             lat = bench_latency(args, sim, broker, work)
             ppp = bench_process_per_poll(args, sim, work)
         finally:
@@ -279,6 +334,17 @@ def main() -> int:
         f"gateway:          {gw['reads']} reads ({gw['failed_reads']} failed), "
         f"CPU {gw['cpu_ms_per_read']:.2f} ms/read, RSS peak {gw['rss_mib_peak']:.1f} MiB "
         f"(HWM {gw['rss_mib_hwm']:.1f}), missed deadlines {gw['missed_deadlines']}"
+    )
+    print(
+        f"keep_connected:   {stream['reads']} readings ({stream['failed_reads']} failed), "
+        f"CPU {stream['cpu_ms_per_s']:.1f} ms per second (polling: {gw['cpu_ms_per_s']:.1f}), "
+        f"{stream['cpu_ms_per_read']:.2f} ms per reading, RSS peak {stream['rss_mib_peak']:.1f} "
+        f"MiB, missed deadlines {stream['missed_deadlines']}"
+    )
+    print(
+        f"reader alone:     {alone['reads']} reads ({alone['failed_reads']} failed), "
+        f"CPU {alone['cpu_ms_per_read']:.2f} ms/read; the gateway adds "
+        f"{gw['cpu_ms_per_read'] - alone['cpu_ms_per_read']:.2f} ms/read"
     )
     print(
         f"gateway latency:  cmd/read -> raw minus link time, median "
@@ -297,6 +363,9 @@ def main() -> int:
         f"median added latency < {TARGET_LATENCY_MS:.0f} ms": lat["added_latency_ms_median"]
         < TARGET_LATENCY_MS,
         "zero missed deadlines": gw["missed_deadlines"] == 0,
+        f"gateway adds <= {TARGET_GATEWAY_OVERHEAD_MS:.0f} ms CPU per read to the reader's": (
+            gw["cpu_ms_per_read"] - alone["cpu_ms_per_read"] <= TARGET_GATEWAY_OVERHEAD_MS
+        ),
     }
     for what, ok in checks.items():
         print(f"target {what}: {'met' if ok else 'NOT met'}")
