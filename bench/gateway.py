@@ -6,8 +6,9 @@ the gateway, the latency it adds between `cmd/read` and the `raw` message.
 
     python bench/gateway.py [--devices 8] [--adapters 2] [--interval 2] [--duration 60]
 
-Also measured on the same simulator: `Reader.read` alone over the same devices (one Reader
-in a process of its own: what the gateway adds per read beyond its reader), and the gateway
+Also measured on the same simulator: `Reader.read` alone over the same devices on the same
+schedule (one Reader in a process of its own, every device read every interval, all at once as
+the gateway runs them: what the gateway adds per read beyond its reader), and the gateway
 with every device on `keep_connected` (CPU per second next to polling's).
 
 "CPU per read" counts only the poller (gateway process, or every reader process it started),
@@ -267,28 +268,46 @@ def bench_process_per_poll(args: argparse.Namespace, sim: SimHandle, work: Path)
     }
 
 
-async def _reader_reads(specs: list[tuple[str, str, str]], rounds: int) -> dict[str, float]:
-    """`Reader.read` over every device in turn, one Reader (the gateway's reader without the
-    gateway): CPU seconds per read of this process, after one warm-up round."""
+async def _reader_reads(
+    specs: list[tuple[str, str, str]], interval: float, duration: float
+) -> dict[str, float]:
+    """`Reader.read` on the gateway's schedule without the gateway: one Reader, every device
+    read every `interval` s by a loop of its own, all at once as the gateway's scheduler runs
+    them (the adapter lock orders the reads of one adapter). CPU seconds of this process over
+    the window (idle time included, as for the gateway), per read finished in it, after one
+    warm-up read of each device."""
     from bluez_jk.reader import Reader, ReadRequest  # noqa: PLC0415 - only in the worker
 
     requests = [ReadRequest(name=n, address=a, adapter=h, timeout_s=10) for n, a, h in specs]
+    loop = asyncio.get_running_loop()
+    reads = failed = 0
+
     async with Reader() as reader:
-        for warm in (True, False):
-            cpu0, failed = time.process_time(), 0
-            for _ in range(1 if warm else rounds):
-                for request in requests:
-                    failed += (await reader.read(request))["error"] is not None
-            cpu = time.process_time() - cpu0
-    reads = rounds * len(requests)
-    return {"reads": reads, "failed_reads": failed, "cpu_ms_per_read": 1000 * cpu / reads}
+
+        async def poll(request: ReadRequest, end: float) -> None:
+            nonlocal reads, failed
+            due = loop.time()
+            while True:
+                due += interval
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if loop.time() >= end:
+                    return
+                failed += (await reader.read(request))["error"] is not None
+                reads += 1
+
+        await asyncio.gather(*(reader.read(request) for request in requests))  # warm-up
+        cpu0, end = time.process_time(), loop.time() + duration
+        await asyncio.gather(*(poll(request, end) for request in requests))
+        cpu = time.process_time() - cpu0
+    return {"reads": reads, "failed_reads": failed, "cpu_ms_per_read": 1000 * cpu / max(reads, 1)}
 
 
 def bench_reader(args: argparse.Namespace, sim: SimHandle, work: Path) -> dict[str, Any]:
     """The reader alone on the same simulator, in a process of its own."""
     env = {**sim.env, "BLUEZ_JK_LOCK_DIR": str(work)}
     argv = [sys.executable, __file__, "--reader-worker", "--devices", str(args.devices)]
-    argv += ["--adapters", str(args.adapters)]
+    argv += ["--adapters", str(args.adapters), "--interval", str(args.interval)]
+    argv += ["--duration", str(args.duration)]
     done = subprocess.run(argv, env=env, capture_output=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return result
@@ -306,7 +325,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.reader_worker:
         specs = device_specs(args.devices, args.adapters)
-        print(json.dumps(asyncio.run(_reader_reads(specs, rounds=5))))
+        print(json.dumps(asyncio.run(_reader_reads(specs, args.interval, args.duration))))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:

@@ -7,9 +7,7 @@ Under CI (`CI=true`) neither is allowed: the tier must run, a skip fails the run
 Knobs: REALBLUEZ_READS (100), REALBLUEZ_GATEWAY_S (300), REALBLUEZ_ONLY (labels, `|`-separated),
 REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEBUG (bluetoothd -d), REALBLUEZ_WEDGE (run the
 wedged-controller probe on the real rig too, where it kills bluetoothd 5.66),
-REALBLUEZ_DEADLINE_S (1500: the whole VM run; it only stops a hung VM, so it is far over the
-10-16 minutes the run takes on 2 cores - 962 s once on a slow machine, where 1080 s left too
-little room for a second busy process).
+REALBLUEZ_DEADLINE_S (2400: the whole VM run; it only stops a hung VM, `vm.deadline_s`).
 """
 
 from __future__ import annotations
@@ -63,8 +61,7 @@ class _Background:
     def __init__(self) -> None:
         work = Path(tempfile.mkdtemp(prefix="bluez-jk-realbluez-"))
         env = {k: os.environ[k] for k in ENV_KNOBS if k in os.environ}
-        deadline_s = float(os.environ.get("REALBLUEZ_DEADLINE_S", "1500"))
-        self.launch = vm.Launch(work, env, deadline_s)
+        self.launch = vm.Launch(work, env, vm.deadline_s())
         self.launch.start()
         self.thread = threading.Thread(target=self.launch.wait, name="realbluez-vm", daemon=True)
         self.thread.start()

@@ -76,7 +76,7 @@ def kind(outcome: dict[str, Any]) -> str:
     return f"{'pass' if outcome['ok'] else 'FAIL'}/{error_type or '-'}"
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(vm.deadline_s() + 120)
 def test_no_unexplained_difference(
     sim_outcomes: dict[str, dict[str, Any]], real_run: vm.Run
 ) -> None:

@@ -10,7 +10,8 @@ from tests.realbluez import vm
 from tests.realbluez.labels import real_labels, selected
 
 
-@pytest.mark.timeout(1500)  # the first test waits for the whole VM run (session fixture)
+# The first test waits for the whole VM run (session fixture).
+@pytest.mark.timeout(vm.deadline_s() + 120)
 @pytest.mark.parametrize("label", real_labels())
 def test_on_real_bluez(real_run: vm.Run, label: str) -> None:
     if not selected(label):

@@ -25,6 +25,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 KVM_PROBE_S = 40.0
+
+
+def deadline_s() -> float:
+    """How long the whole VM run may take before it counts as hung and is stopped
+    (REALBLUEZ_DEADLINE_S, default 2400). Only a guard against a hang, so far over the run's
+    own time: 12-15 minutes on 2 cores, 25 minutes beside the rest of the suite and a CPU hog
+    (1500 s were hit there once, the 100 consecutive reads taking 929 s)."""
+    return float(os.environ.get("REALBLUEZ_DEADLINE_S", "2400"))
+
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bluez-jk"
 
 

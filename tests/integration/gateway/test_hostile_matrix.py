@@ -180,11 +180,23 @@ def test_hostile_matrix(
     assert "Traceback" not in log
     assert "never retrieved" not in log
     assert "commands ignored device=jk1" in log
-    # Not one Reading lost: every attempt counted in meta arrived as a raw.
+    # Not one Reading lost: every attempt counted in meta arrived as a raw. raw is QoS 1, at
+    # least once: when the flood starves the broker past the keepalive, the device's link
+    # reconnects and resends what the broker had taken but not yet acknowledged, which then
+    # arrives twice (seen beside a CPU hog: 21 raws for 20 attempts after one reconnect). So
+    # more raws than attempts pass only after a reconnect and when every extra one repeats
+    # another byte for byte; fewer never.
     for name in ("jk1", "jk2"):
         metas = [m.json() for m in probe.on_topic(f"bms/jk/{name}/meta")]
-        raws = probe.on_topic(f"bms/jk/{name}/raw")
-        assert metas[-1]["counters"]["attempts"] == len(raws), name
+        raws = [m.payload for m in probe.on_topic(f"bms/jk/{name}/raw")]
+        attempts = metas[-1]["counters"]["attempts"]
+        assert len(raws) >= attempts, (name, attempts, len(raws))
+        if len(raws) > attempts:
+            reconnected = [
+                line for line in log.splitlines() if "mqtt connected again" in line and name in line
+            ]
+            assert reconnected, (name, attempts, len(raws))
+            assert len(set(raws)) <= attempts, (name, attempts, len(raws))
         assert metas[-1]["counters"]["mqtt_dropped"] == 0
     jk1_meta = [m.json() for m in probe.on_topic("bms/jk/jk1/meta")][-1]
     assert jk1_meta["counters"]["commands_dropped"] > 10_000
