@@ -28,11 +28,48 @@ from tests.unit.integrations.readings import vector_reading
 pytestmark = [pytest.mark.integration, pytest.mark.nodered, skip_if_asked]
 
 
+READINESS_PROBE = "readiness-probe"
+
+
+def wait_subscribed(server: NodeRed, broker: Broker, token: str | None = None) -> None:
+    """Node-RED logs "Connected to broker" at CONNACK, before its flow has subscribed: what a
+    test publishes right then reaches no subscriber (seen beside a CPU hog: every point of
+    test_history_is_bounded_by_time_and_slots_not_by_count lost). So a device of its own,
+    never one a test reads, gets raw, metrics and online, again every second, until the flow
+    shows all three (bounded)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+
+    def get(path: str) -> Any:
+        url = f"{server.url}/jk/{READINESS_PROBE}/{path}"
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError:
+            return None
+
+    deadline = time.monotonic() + 60
+    with MqttProbe(broker, []) as client:
+        while True:
+            reading = vector_reading("jk02_32s_v19_27", last_update=time.time())
+            client.publish(f"bms/jk/{READINESS_PROBE}/raw", json.dumps(reading))
+            client.publish(f"bms/jk/{READINESS_PROBE}/metrics", json.dumps(to_metrics(reading)))
+            client.publish(f"bms/jk/{READINESS_PROBE}/online", "true")
+            next_try = time.monotonic() + 1.0
+            while time.monotonic() < next_try:
+                latest, history = get("latest"), get("history48h")
+                if latest and latest["online"] is True and history and history["count"] >= 1:
+                    return
+                time.sleep(0.1)  # polling an HTTP endpoint; bounded by the deadline below
+            assert time.monotonic() < deadline, "Node-RED's flow never got a probe message"
+
+
 @pytest.fixture
 def node_red(mosquitto: Broker, tmp_path: Path) -> Iterator[NodeRed]:
     server = NodeRed(tmp_path / "node-red", shipped_flow(mosquitto.host, mosquitto.port))
     server.start()
     try:
+        wait_subscribed(server, mosquitto)
         yield server
     finally:
         server.stop()
@@ -191,6 +228,7 @@ def test_http_endpoints_can_require_a_token(mosquitto: Broker, tmp_path: Path) -
     server = NodeRed(tmp_path / "node-red", flow)
     server.start()
     try:
+        wait_subscribed(server, mosquitto, token="s3cret-token")
         with MqttProbe(mosquitto, ["bms/jk/+/cmd/read"]) as gateway:
             reading = vector_reading("jk02_32s_v19_27", last_update=time.time())
             publish_poll(gateway, reading)
