@@ -193,7 +193,9 @@ def test_hostile_matrix(
         assert len(raws) >= attempts, (name, attempts, len(raws))
         if len(raws) > attempts:
             reconnected = [
-                line for line in log.splitlines() if "mqtt connected again" in line and name in line
+                line
+                for line in log.splitlines()
+                if "mqtt connected again" in line and f"-{name} " in line  # its client id
             ]
             assert reconnected, (name, attempts, len(raws))
             assert len(set(raws)) <= attempts, (name, attempts, len(raws))

@@ -226,9 +226,14 @@ class NodeRed:
                 self.proc.wait(timeout=5)
         self.proc = None
 
-    def request(self, path: str, method: str = "GET") -> tuple[int, Any]:
+    def request(self, path: str, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
+        """One HTTP request (with the flow's bearer token when given): status and JSON body."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         request = urllib.request.Request(
-            f"{self.url}{path}", method=method, data=b"" if method == "POST" else None
+            f"{self.url}{path}",
+            method=method,
+            data=b"" if method == "POST" else None,
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:

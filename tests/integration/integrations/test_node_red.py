@@ -22,6 +22,7 @@ import pytest
 
 from bluez_jk.gateway.metrics import to_metrics
 from tests.fixtures.mqtt import Broker, MqttProbe
+from tests.fixtures.waits import deadline_s
 from tests.integration.integrations.support import REPO, NodeRed, shipped_flow, skip_if_asked
 from tests.unit.integrations.readings import vector_reading
 
@@ -37,18 +38,12 @@ def wait_subscribed(server: NodeRed, broker: Broker, token: str | None = None) -
     test_history_is_bounded_by_time_and_slots_not_by_count lost). So a device of its own,
     never one a test reads, gets raw, metrics and online, again every second, until the flow
     shows all three (bounded)."""
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
 
     def get(path: str) -> Any:
-        url = f"{server.url}/jk/{READINESS_PROBE}/{path}"
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError:
-            return None
+        status, body = server.request(f"/jk/{READINESS_PROBE}/{path}", token=token)
+        return body if status == 200 else None
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + deadline_s(60)
     with MqttProbe(broker, []) as client:
         while True:
             reading = vector_reading("jk02_32s_v19_27", last_update=time.time())
