@@ -40,7 +40,7 @@ from bluez_jk.bluez.device import (
     wait_services_resolved,
     watch_device,
 )
-from bluez_jk.bluez.errors import ConnectAborted, LinkLost
+from bluez_jk.bluez.errors import BluetoothdGone, ConnectAborted, LinkLost
 from bluez_jk.bluez.gatt import (
     JkChars,
     acquired_notify,
@@ -136,6 +136,9 @@ class DeviceMemory:
     notify_modes: dict[str, NotifyMode] = field(default_factory=dict)
     # BMS that had to pair once: later reads pair before they subscribe.
     needs_pairing: set[str] = field(default_factory=set)
+    # BMS whose connect took bluetoothd down while it held a bond (BlueZ 5.66 and a BMS that
+    # forgot the bond, docs/bluez.md fact 19): the next read removes that bond first.
+    stale_bonds: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -657,6 +660,9 @@ class _Session:
         self.bus: BluezBus | None = None
         self.adapter_obj: str | None = None
         self.paired: bool | None = None  # Device1.Paired once connected
+        # As the last Connect was sent: bluetoothd's unique name, and whether it held a bond.
+        self.owner_at_connect: str | None = None
+        self.bonded_at_connect = False
 
     @property
     def stage(self) -> SessionStage:
@@ -703,14 +709,54 @@ class _Session:
 
     async def _run(self) -> None:
         tried = Tried(may_pair=self.req.pairing != "never")
-        pending: Action | None = None
+        stale = self.req.address in self.reader.memory.stale_bonds
+        pending: Action | None = "repair" if stale and tried.may_pair else None
+        if pending == "repair":
+            log.warning(
+                "removing the stale bond of %s and pairing again: bluetoothd exited while "
+                "connecting to it last time",
+                self.req.name,
+            )
         while True:
             try:
                 await self._attempt(pending)
             except JkError as err:
-                tried, pending = await self._recover(err, tried)
+                tried, pending = await self._recover(await self._bluetoothd_gone(err), tried)
             else:
+                self.reader.memory.stale_bonds.discard(self.req.address)
                 return
+
+    async def _bluetoothd_gone(self, err: JkError) -> JkError:
+        """`err`, or BluetoothdGone when bluetoothd left the bus while it connected a BMS it
+        holds a bond with: BlueZ 5.66 crashes so when the BMS forgot the bond (fact 19)."""
+        if (
+            self.bus is None
+            or self.owner_at_connect is None
+            or not self.bonded_at_connect
+            or self.stage not in (SessionStage.CONNECT, SessionStage.RESOLVE)
+            or isinstance(err, BluetoothdGone)
+        ):
+            return err
+        try:
+            owner = await self.bus.name_owner(timeout_s=self.budget.bound(2.0))
+        except JkError:
+            return err  # the bus itself is in trouble: that is the error to report
+        if owner == self.owner_at_connect:
+            return err
+        self.reader.memory.stale_bonds.add(self.req.address)
+        name, address = self.req.name, self.req.address
+        by_hand = f"jk-ble-pair --address {address} --unpair, then jk-ble-pair --address {address}"
+        if self.req.pairing == "never":
+            cure = f"pairing is off for this BMS: {by_hand}"
+        else:
+            cure = f"its next read removes the old bond and pairs again (by hand: {by_hand})"
+        return BluetoothdGone(
+            f"bluetoothd exited while connecting to {name}, which it holds a bond with "
+            f"(BlueZ 5.66 does when the BMS forgot the bond: reset, or paired with another "
+            f"host); {cure}. If systemd does not restart bluetoothd: "
+            f"sudo systemctl restart bluetooth",
+            stage=self.stage.published,
+        )
 
     async def _attempt(self, pending: Action | None) -> None:
         """One try, after carrying out what the recovery policy asked for (`pending`)."""
@@ -921,6 +967,8 @@ class _Session:
     async def _connect(self, bus: BluezBus, watch: DeviceWatch) -> None:
         if watch.connected:
             return
+        self.owner_at_connect = bus.bluez_owner
+        self.bonded_at_connect = bool(watch.props.get("Paired", False))
         try:
             await connect(bus, watch, self.budget.bound(self.reader.timing.connect_s))
         except ConnectAborted:

@@ -52,6 +52,9 @@ class BluezBus:
 
     def __init__(self, bus: MessageBus) -> None:
         self._bus = bus
+        # The unique name bluetoothd answered the last call from: a different owner later
+        # means bluetoothd exited (crashed, restarted) in between.
+        self.bluez_owner: str | None = None
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
@@ -155,6 +158,8 @@ class BluezBus:
             raise BusLost(f"{member}: bus connection lost ({err!r})", stage=stage) from err
         if reply is None:
             raise BusLost(f"{member}: no reply", stage=stage)
+        if destination == BLUEZ and reply.sender and reply.sender.startswith(":"):
+            self.bluez_owner = reply.sender
         if reply.message_type == MessageType.ERROR:
             for fd in reply.unix_fds:
                 os.close(fd)
@@ -178,6 +183,29 @@ class BluezBus:
         )
         objects: ManagedObjects = unpack_variants(reply.body[0])
         return objects
+
+    async def name_owner(self, name: str = BLUEZ, *, timeout_s: float = 2.0) -> str | None:
+        """The unique name that owns `name` now; None when nobody does (bluetoothd is down).
+
+        Raises:
+            BusLost, Timeout: as `call`.
+        """
+        try:
+            reply = await self.call(
+                DBUS_PATH,
+                DBUS,
+                "GetNameOwner",
+                "s",
+                [name],
+                stage="bus",
+                timeout_s=timeout_s,
+                destination=DBUS,
+            )
+        except JkError as err:
+            if err.dbus_error == "org.freedesktop.DBus.Error.NameHasNoOwner":
+                return None
+            raise
+        return str(reply.body[0])
 
     async def get_property(
         self, path: str, interface: str, name: str, *, stage: Stage, timeout_s: float = 5.0

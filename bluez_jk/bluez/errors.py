@@ -33,6 +33,12 @@ class BusLost(BusError):
     """The bus connection could not be opened or broke: open a new one (policy table)."""
 
 
+class BluetoothdGone(BusError):
+    """bluetoothd left the bus while it connected a bonded BMS: what BlueZ 5.66 does when
+    the BMS has forgotten the bond (docs/bluez.md fact 19). Final for this read; the next
+    read of that BMS removes the stale bond and pairs again."""
+
+
 class ConnectAborted(ConnectFailed):
     """A transient LE connect failure: BlueZ reports every link failure the same way
     (docs/bluez.md fact 3)."""

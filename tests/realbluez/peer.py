@@ -21,7 +21,7 @@ from typing import Any
 from bumble import hci
 from bumble.att import ATT_Error, ErrorCode
 from bumble.controller import Controller
-from bumble.core import AdvertisingData
+from bumble.core import AdvertisingData, PhysicalTransport
 from bumble.device import Connection, Device
 from bumble.gatt import (
     GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
@@ -41,6 +41,9 @@ from bluez_jk.sim.timing import TIMINGS
 
 log = logging.getLogger("realbluez.peer")
 
+# The rig's adapters (hciN gets ...:0N); a locally administered block no board uses.
+HOST_ADDRESS_PREFIX = "0A:B1:0E:00:00"
+
 # bumble's controller answers a host that scans with legacy commands with *extended*
 # advertising reports (plus a made-up scan response) whenever it claims LE Extended
 # Advertising. No real controller mixes the two; Linux 6.1 then loses track of its own LE
@@ -48,6 +51,32 @@ log = logging.getLogger("realbluez.peer")
 # up, never sends HCI Disconnect for it, and answers every later connect with EBUSY (the
 # first contact's failure). Host-side controllers therefore claim neither feature.
 _HOST_FEATURES_OFF = hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.LL_PRIVACY
+
+
+class RigLink(LocalLink):
+    """bumble's `LocalLink`, with LE data sent from the address its connection uses.
+
+    bumble 0.0.236 tags every LE packet with the sender's *random* address, whatever address
+    the connection was made with; the receiver looks the connection up by it. That only
+    works while every central connects with its random address. The rig's adapters have
+    public addresses (`host_controller`) and Linux connects with those, so the source must
+    be the connection's own address (the scan's random address is another one)."""
+
+    def send_acl_data(
+        self,
+        sender_controller: Controller,
+        destination_address: hci.Address,
+        transport: PhysicalTransport,
+        data: bytes,
+    ) -> None:
+        connection = sender_controller.le_connections.get(destination_address)
+        if transport != PhysicalTransport.LE or connection is None:
+            super().send_acl_data(sender_controller, destination_address, transport, data)
+            return
+        receiver = self.find_le_controller(destination_address)
+        if receiver is not None:
+            source = connection.self_address
+            asyncio.get_running_loop().call_soon(receiver.on_link_acl_data, source, transport, data)
 
 
 class HostController(Controller):
@@ -110,9 +139,23 @@ class HostController(Controller):
         return super().on_hci_reset_command(command)
 
 
-def host_controller(name: str, source: Any, sink: Any, link: LocalLink) -> HostController:
-    """The controller the kernel gets through vhci (hciN inside the VM)."""
-    controller = HostController(name, host_source=source, host_sink=sink, link=link)
+def host_controller(
+    name: str, index: int, source: Any, sink: Any, link: LocalLink
+) -> HostController:
+    """The controller the kernel gets through vhci (hciN inside the VM).
+
+    With a public address of its own, as every real dongle and Pi controller has. bumble's
+    default is 00:00:00:00:00:00: bluetoothd then gives each adapter a static random address
+    from /var/lib/bluetooth/addresses in the order the adapters register, which after a
+    restart of bluetoothd is another order - the bonds (stored per adapter address) moved
+    to other adapters and for a while two controllers on the link answered to one address."""
+    controller = HostController(
+        name,
+        host_source=source,
+        host_sink=sink,
+        link=link,
+        public_address=f"{HOST_ADDRESS_PREFIX}:{index:02X}",
+    )
     controller.le_features = controller.le_features & ~_HOST_FEATURES_OFF
     return controller
 
