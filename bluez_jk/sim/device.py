@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from dbus_fast import DBusError, Variant
@@ -439,9 +440,10 @@ class Device:
 
     async def _disconnect(self, call: Call) -> None:
         self.events.record("disconnect_call", self.address, self.adapter_name, sender=call.sender)
-        await self._disconnect_link()
+        await self._disconnect_link(call.answer)
 
-    async def _disconnect_link(self) -> None:
+    async def _disconnect_link(self, answer: Callable[[], None] | None = None) -> None:
+        """`answer`: a Disconnect caller's reply, sent where bluetoothd sends it (`link_down`)."""
         if self._connecting is not None:
             task = self._connecting
             task.cancel()
@@ -461,14 +463,24 @@ class Device:
         self._disconnecting = done
         try:
             await asyncio.sleep(self.world.timing.disconnect_grace_s)
-            await self.link_down("org.bluez.Reason.Local", "Connection terminated by local host")
+            await self.link_down(
+                "org.bluez.Reason.Local", "Connection terminated by local host", answer=answer
+            )
         finally:
             self._disconnecting = None
             if not done.done():
                 done.set_result(None)
 
-    async def link_down(self, reason: str, message: str, cancel: bool = False) -> None:
-        """The link is gone: sockets shut, then ServicesResolved, Disconnected, Connected (3.3)."""
+    async def link_down(
+        self,
+        reason: str,
+        message: str,
+        cancel: bool = False,
+        answer: Callable[[], None] | None = None,
+    ) -> None:
+        """The link is gone: sockets shut, then ServicesResolved, Disconnected, the reply to
+        a Disconnect (`answer`), Connected: 5.66 answers in device_remove_connection before
+        it queues Connected (docs/bluez.md 3.3)."""
         if cancel and self._connecting is not None:
             self._connecting.cancel()
         if not self.connected:
@@ -483,6 +495,8 @@ class Device:
         self.services_resolved = False
         self._changed("ServicesResolved")
         self.dispatcher.emit(self.path, DEVICE_IFACE, "Disconnected", "ss", [reason, message])
+        if answer is not None:
+            answer()
         self.connected = False
         self._changed("Connected")
         if self.gatt is not None:

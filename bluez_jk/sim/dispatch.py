@@ -37,6 +37,9 @@ class Call:
     path: str
     body: list[Any]
     unix_fds: list[int]
+    # Sends the empty method return at once (queued signals first), as bluetoothd does when
+    # it answers in the middle of a state change; the dispatcher then sends nothing more.
+    answer: Callable[[], None] = field(default=lambda: None, repr=False)
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Dispatcher:
         self._pending: dict[tuple[str, str], set[str]] = {}
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answered: set[tuple[str | None, int]] = set()  # calls a handler answered itself
         self.name_lost: list[Callable[[str], None]] = []
         root = Interface(OBJECT_MANAGER, {}, dict, signals={"InterfacesAdded": "oa{sa{sv}}"})
         root.methods["GetManagedObjects"] = Method("", "a{oa{sa{sv}}}", self._managed_objects)
@@ -196,21 +200,40 @@ class Dispatcher:
         return True
 
     async def _dispatch(self, msg: Message) -> None:
+        key = (msg.sender, msg.serial)
         try:
             reply = await self._route(msg)
         except DBusError as err:
-            self._send_reply(msg, Message.new_error(msg, err.type, err.text), None)
+            if not self._was_answered(key):
+                self._send_reply(msg, Message.new_error(msg, err.type, err.text), None)
             return
         except asyncio.CancelledError:
+            self._answered.discard(key)
             raise
         except Exception as err:  # a simulator bug must still answer the caller
             log.exception("sim: %s.%s on %s failed", msg.interface, msg.member, msg.path)
-            failure = Message.new_error(msg, "org.freedesktop.DBus.Error.Failed", repr(err))
-            self._send_reply(msg, failure, None)
+            if not self._was_answered(key):
+                failure = Message.new_error(msg, "org.freedesktop.DBus.Error.Failed", repr(err))
+                self._send_reply(msg, failure, None)
+            return
+        if self._was_answered(key):
             return
         reply = reply or Reply()
         out = Message.new_method_return(msg, reply.signature, reply.body, reply.unix_fds)
         self._send_reply(msg, out, reply.on_sent)
+
+    def _was_answered(self, key: tuple[str | None, int]) -> bool:
+        if key in self._answered:
+            self._answered.discard(key)
+            return True
+        return False
+
+    def _answer_now(self, msg: Message) -> None:
+        key = (msg.sender, msg.serial)
+        if key in self._answered:
+            return
+        self._answered.add(key)
+        self._send_reply(msg, Message.new_method_return(msg), None)
 
     def _send_reply(
         self, call: Message, reply: Message, on_sent: Callable[[], None] | None
@@ -235,7 +258,13 @@ class Dispatcher:
         obj = self.objects.get(path)
         if obj is None:
             raise errors.unknown("UnknownObject", member, signature, interface)
-        call = Call(msg.sender or "", path, list(msg.body), list(msg.unix_fds))
+        call = Call(
+            msg.sender or "",
+            path,
+            list(msg.body),
+            list(msg.unix_fds),
+            answer=lambda: self._answer_now(msg),
+        )
         if interface == PROPERTIES:
             return await self._properties(obj, member, signature, call)
         candidates = [obj.interfaces[interface]] if interface in obj.interfaces else []

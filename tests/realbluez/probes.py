@@ -47,6 +47,10 @@ class Probe:
         self._handler = self._on_message
 
     def _on_message(self, msg: Message) -> None:
+        # Replies too, in the order they came off the wire: awaiting a call returns after
+        # whatever else arrived in the same read, so the order must be taken here.
+        if msg.message_type in (MessageType.METHOD_RETURN, MessageType.ERROR):
+            self.changes.append(f"reply {msg.reply_serial}")
         if msg.message_type == MessageType.SIGNAL and msg.member == "PropertiesChanged":
             iface, changed = msg.body[0], msg.body[1]
             for name in ("Connected", "ServicesResolved", "NotifyAcquired", "Notifying"):
@@ -180,9 +184,15 @@ async def disconnect_order(rig: Rig, probe: Probe, bms: Bms) -> None:
     await rig.appear(bms.address)  # advertising again after the probes before
     await probe.connected_resolved(bms, _limit(rig))
     probe.changes.clear()
-    await probe.call(dev_path(bms), DEVICE, "Disconnect", timeout_s=30)
-    gone_before = "Connected=False" in probe.changes
+    _, reply = await probe.call(dev_path(bms), DEVICE, "Disconnect", timeout_s=30)
     await probe.wait_change("Connected=False", 10)
+    seen = probe.changes
+    marker = f"reply {reply.reply_serial}" if reply is not None else ""
+    gone_before = (
+        marker in seen
+        and "Connected=False" in seen
+        and seen.index("Connected=False") < seen.index(marker)
+    )
     probe.steps.append("Connected=false " + ("before" if gone_before else "after") + " the reply")
 
 
