@@ -89,14 +89,20 @@ def lock_holder(fd: int) -> str:
     return ""
 
 
-def _record_holder(path: Path) -> None:
+def _record_holder(path: Path, lock_fd: int) -> None:
     """Write our pid into the lock file for `lock_holder` (only where we may: the file may
-    belong to another user; the lock itself never depends on this)."""
+    belong to another user; the lock itself never depends on this). Nothing is written when the
+    file already names us (the last holder was this process): one read instead of an open, a
+    truncate, a write and a close for every read of a gateway."""
+    mine = f"{os.getpid()}\n".encode()
+    with contextlib.suppress(OSError):
+        if os.pread(lock_fd, len(mine) + 1, 0) == mine:
+            return
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, mine, 0)
         finally:
             os.close(fd)
 
@@ -129,17 +135,34 @@ def _prepare_lock_file(path: Path) -> int:
     return _open_lock_file(path)
 
 
-def _close_returned_fd(job: asyncio.Future[int]) -> None:
+def _open_and_try_lock(adapter: str) -> tuple[Path, int, bool]:
+    """The lock file's path, an fd on it, and whether the lock was free and is now ours (then
+    with our pid recorded in the file): everything a free lock needs in one worker-thread hop,
+    since every read takes it once."""
+    path = lock_path(adapter)
+    fd = _prepare_lock_file(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return path, fd, False
+    except BaseException:
+        os.close(fd)
+        raise
+    _record_holder(path, fd)
+    return path, fd, True
+
+
+def _close_returned_fd(job: asyncio.Future[tuple[Path, int, bool]]) -> None:
     if not job.cancelled() and job.exception() is None:
-        os.close(job.result())
+        os.close(job.result()[1])  # closing it also releases a lock it took
 
 
-async def _open_off_the_loop(path: Path) -> int:
-    """The lock file's fd, opened on a worker thread: a slow filesystem (an SD card, a hung
-    mount under BLUEZ_JK_LOCK_DIR) must not stall every other device on the loop. The thread
-    cannot be stopped, so a caller cancelled meanwhile leaves the fd to be closed when the
-    thread hands it over."""
-    job = asyncio.ensure_future(asyncio.to_thread(_prepare_lock_file, path))
+async def _open_off_the_loop(adapter: str) -> tuple[Path, int, bool]:
+    """`_open_and_try_lock` on a worker thread: a slow filesystem (an SD card, a hung mount
+    under BLUEZ_JK_LOCK_DIR) must not stall every other device on the loop. The thread cannot
+    be stopped, so a caller cancelled meanwhile leaves the fd to be closed when the thread
+    hands it over."""
+    job = asyncio.ensure_future(asyncio.to_thread(_open_and_try_lock, adapter))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
@@ -161,15 +184,14 @@ class AdapterLock:
         self._fd: int | None = None
 
     async def __aenter__(self) -> AdapterLock:
-        path = self.path = await asyncio.to_thread(lock_path, self.adapter)
-        fd = await _open_off_the_loop(path)
+        path, fd, locked = await _open_off_the_loop(self.adapter)
+        self.path = path
         try:
             loop = asyncio.get_running_loop()
             give_up_at = loop.time() + self.timeout_s
-            while True:
+            while not locked:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
                     if loop.time() >= give_up_at:
                         holder = await _holder_off_the_loop(fd)
@@ -180,16 +202,18 @@ class AdapterLock:
                             stage="lock",
                         ) from None
                     await asyncio.sleep(_POLL_S)
+                    continue
+                locked = True
+                self._fd = fd
+                # A write to the lock file: on a worker thread like its open.
+                await asyncio.to_thread(_record_holder, path, fd)
         except BaseException:
-            os.close(fd)
+            if self._fd is not None:
+                await self.__aexit__(None, None, None)
+            else:
+                os.close(fd)
             raise
         self._fd = fd
-        try:
-            # A write to the lock file: on a worker thread like its open.
-            await asyncio.to_thread(_record_holder, path)
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
         log.debug("lock acquired adapter=%s path=%s", self.adapter, path)
         return self
 

@@ -40,7 +40,7 @@ from bluez_jk.bluez.device import (
     wait_services_resolved,
     watch_device,
 )
-from bluez_jk.bluez.errors import BluetoothdGone, ConnectAborted, LinkLost
+from bluez_jk.bluez.errors import BluetoothdGone, ConnectAborted, LinkLost, StaleCache
 from bluez_jk.bluez.gatt import (
     JkChars,
     acquired_notify,
@@ -49,7 +49,7 @@ from bluez_jk.bluez.gatt import (
     started_notify,
     write_command,
 )
-from bluez_jk.bluez.paths import adapter_name
+from bluez_jk.bluez.paths import adapter_name, adapter_path
 from bluez_jk.bluez.recovery import Action, Limits, Tried, decide
 from bluez_jk.bluez.version import bluez_version, default_notify_mode
 from bluez_jk.errors import (
@@ -139,6 +139,8 @@ class DeviceMemory:
     # BMS whose connect took bluetoothd down while it held a bond (BlueZ 5.66 and a BMS that
     # forgot the bond, docs/bluez.md fact 19): the next read removes that bond first.
     stale_bonds: set[str] = field(default_factory=set)
+    # Model numbers (0x2A24), read once per BMS: the same for the life of its firmware.
+    models: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,8 +159,14 @@ class _Collector:
         self.last_chunk_at = asyncio.get_running_loop().time()
         if self.capture is not None:
             self.capture(chunk)
+        assembler = self.decoder.assembler
+        before = assembler.frames + assembler.corrupt
         self.decoder.feed(chunk)
-        self.changed.set()
+        # Waiters act on whole frames only (a chunk is ~20 bytes of a 300-byte frame): waking
+        # them per chunk cost an event-loop round per chunk. The resend timer re-reads
+        # last_chunk_at when it fires, so a stream that is slow but steady still holds it off.
+        if assembler.frames + assembler.corrupt != before:
+            self.changed.set()
 
     def on_end(self) -> None:
         self.ended = True
@@ -849,6 +857,11 @@ class _Session:
 
     async def _resolve_adapter(self, bus: BluezBus) -> str:
         self._enter(SessionStage.ADAPTER)
+        if self.req.adapter is not None:
+            # A named adapter's path is known; the device watch's snapshot checks that it is
+            # there (AdapterNotFound otherwise), which saves a GetManagedObjects per read.
+            self.adapter = self.req.adapter
+            return adapter_path(self.req.adapter)
         # A busy bluetoothd (a Pi Zero, many devices in range) takes seconds for this.
         objects = await bus.managed_objects(stage="adapter", timeout_s=self.budget.bound(10.0))
         adapter_obj = resolve_adapter(objects, self.req.adapter)
@@ -987,15 +1000,29 @@ class _Session:
         self.paired = bool(watch.props.get("Paired", False))
         if not self.paired and self._pair_first(pending):
             await self._pair(bus, watch)
-        call_s = self.budget.bound(timing.call_s)
-        objects = await bus.managed_objects(stage="resolve", timeout_s=call_s)
-        chars = find_jk_chars(objects, watch.path)
+        chars = await self._find_chars(bus, watch)
+        models = self.reader.memory.models
+        if self.model_nbr is None:
+            self.model_nbr = models.get(self.req.address)
         if self.model_nbr is None and chars.model_number is not None:
             # Before subscribing: with StartNotify a read also arrives as a Value signal.
             self.model_nbr = await read_model_number(
                 bus, chars.model_number, self.budget.bound(timing.model_read_s)
             )
+            if self.model_nbr is not None:
+                models[self.req.address] = self.model_nbr
         return chars
+
+    async def _find_chars(self, bus: BluezBus, watch: DeviceWatch) -> JkChars:
+        """The JK characteristics from the watch's view of the device's GATT objects; only
+        when they are not all there (a stale cache, or signals not seen) from a fresh
+        GetManagedObjects, which also decides the StaleCache error."""
+        try:
+            return find_jk_chars(watch.objects, watch.path)
+        except StaleCache:
+            call_s = self.budget.bound(self.reader.timing.call_s)
+            objects = await bus.managed_objects(stage="resolve", timeout_s=call_s)
+            return find_jk_chars(objects, watch.path)
 
     def _pair_first(self, pending: Action | None) -> bool:
         """Pair before subscribing: asked to by the policy, or known to be needed (a passkey

@@ -28,6 +28,14 @@ OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 SignalHandler = Callable[[Message], None]
 
+# The BlueZ methods whose reply carries fds (GattCharacteristic1's socket hand-overs).
+FD_METHODS = frozenset({"AcquireNotify", "AcquireWrite"})
+
+# Match rules kept for the life of a connection (`signals(..., keep=True)`): one per device
+# watched and two per adapter, so a gateway's set stays far below this; past it, rules are
+# added and removed per use again, so the set can never grow without bound.
+MAX_KEPT_RULES = 64
+
 
 def properties_changed_rule(*, path: str | None = None, namespace: str | None = None) -> str:
     rule = f"type='signal',sender='{BLUEZ}',interface='{PROPERTIES}',member='PropertiesChanged'"
@@ -55,6 +63,14 @@ class BluezBus:
         # The unique name bluetoothd answered the last call from: a different owner later
         # means bluetoothd exited (crashed, restarted) in between.
         self.bluez_owner: str | None = None
+        # Rules added once and left in place until the connection closes: an AddMatch and a
+        # RemoveMatch round trip per read saved, at the price of signals nobody listens to
+        # between reads (a disconnected BMS emits next to none).
+        self._kept: set[str] = set()
+        # Signal handlers of the open `signals` blocks, called by one dbus-fast handler that
+        # stays registered: dbus-fast inspects a handler's signature on every registration.
+        self._handlers: list[SignalHandler] = []
+        bus.add_message_handler(self._dispatch)
 
     @classmethod
     async def connect(cls, *, timeout_s: float = 5.0) -> BluezBus:
@@ -86,6 +102,16 @@ class BluezBus:
     @property
     def unique_name(self) -> str:
         return str(self._bus.unique_name)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.message_type == MessageType.SIGNAL:
+            for handler in tuple(self._handlers):
+                handler(message)
+
+    @property
+    def kept_rules(self) -> frozenset[str]:
+        """The match rules this connection keeps until it closes (at most MAX_KEPT_RULES)."""
+        return frozenset(self._kept)
 
     async def close(self) -> None:
         """Disconnect and wait (at most 2 s) until dbus-fast has let go of the socket.
@@ -139,21 +165,17 @@ class BluezBus:
             signature=signature,
             body=list(body),
         )
-        # The request is on its way whatever happens to the caller, so the reply is awaited
-        # through a shield: when the caller gives up (timeout, cancellation by a pause or a
-        # session deadline) a late reply is still taken in and its fds closed. Otherwise
-        # dbus-fast drops it with its fds open, and an AcquireNotify fd dropped that way keeps
-        # the notify session "acquired" in BlueZ until the link goes.
-        pending = asyncio.ensure_future(self._bus.call(message))
         try:
-            async with asyncio.timeout(timeout_s):
-                reply = await asyncio.shield(pending)
+            if member in FD_METHODS:
+                reply = await self._fd_call(message, timeout_s)
+            else:
+                # A late reply to a call given up on carries nothing to close: dbus-fast drops
+                # it. Awaited directly, without the task and shield below (a read makes about
+                # ten calls; they were a tenth of its CPU).
+                async with asyncio.timeout(timeout_s):
+                    reply = await self._bus.call(message)
         except TimeoutError as err:
-            pending.add_done_callback(_close_late_reply)
             raise Timeout(f"{member} got no reply within {timeout_s:.1f} s", stage=stage) from err
-        except asyncio.CancelledError:
-            pending.add_done_callback(_close_late_reply)
-            raise
         except Exception as err:  # the connection broke under the call
             raise BusLost(f"{member}: bus connection lost ({err!r})", stage=stage) from err
         if reply is None:
@@ -169,8 +191,30 @@ class BluezBus:
             )
         return reply
 
-    async def managed_objects(self, *, stage: Stage, timeout_s: float = 10.0) -> ManagedObjects:
-        """ObjectManager.GetManagedObjects of org.bluez, unpacked.
+    async def _fd_call(self, message: Message, timeout_s: float) -> Message | None:
+        """A call whose reply may carry fds. The request is on its way whatever happens to the
+        caller, so the reply is awaited through a shield: when the caller gives up (timeout,
+        cancellation by a pause or a session deadline) a late reply is still taken in and its
+        fds closed. Otherwise dbus-fast drops it with its fds open, and an AcquireNotify fd
+        dropped that way keeps the notify session "acquired" in BlueZ until the link goes.
+        (dbus-fast's callback form, `_call`, would save the task, but it is private.)"""
+        pending = asyncio.ensure_future(self._bus.call(message))
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(pending)
+        except BaseException:
+            pending.add_done_callback(_close_late_reply)
+            raise
+
+    async def managed_objects(
+        self,
+        *,
+        stage: Stage,
+        timeout_s: float = 10.0,
+        wanted: Callable[[str], bool] | None = None,
+    ) -> ManagedObjects:
+        """ObjectManager.GetManagedObjects of org.bluez, unpacked; only the paths `wanted`
+        accepts when given (unpacking every device in range costs more than the call).
 
         Raises:
             BusLost, Timeout: as `call`.
@@ -181,8 +225,12 @@ class BluezBus:
         reply = await self.call(
             "/", OBJECT_MANAGER, "GetManagedObjects", stage=stage, timeout_s=timeout_s
         )
-        objects: ManagedObjects = unpack_variants(reply.body[0])
-        return objects
+        if wanted is None:
+            objects: ManagedObjects = unpack_variants(reply.body[0])
+            return objects
+        return {
+            path: unpack_variants(ifaces) for path, ifaces in reply.body[0].items() if wanted(path)
+        }
 
     async def name_owner(self, name: str = BLUEZ, *, timeout_s: float = 2.0) -> str | None:
         """The unique name that owns `name` now; None when nobody does (bluetoothd is down).
@@ -234,31 +282,38 @@ class BluezBus:
         )
 
     @asynccontextmanager
-    async def signals(self, rules: Sequence[str], handler: SignalHandler) -> AsyncIterator[None]:
-        """Deliver signals matching `rules` to `handler` inside the block; the match rules are
-        removed on every exit path (leaked rules live as long as the connection).
+    async def signals(
+        self, rules: Sequence[str], handler: SignalHandler, *, keep: bool = False
+    ) -> AsyncIterator[None]:
+        """Deliver signals matching `rules` to `handler` inside the block. Without `keep` the
+        match rules are removed on every exit path (leaked rules live as long as the
+        connection); with `keep` they stay for the connection's life, one AddMatch per rule
+        and connection, within MAX_KEPT_RULES (beyond it they are removed as without).
 
         Raises:
             BusLost, Timeout: as `call`, for an AddMatch.
             BusError: dbus-daemon refused a rule (its `dbus_error` says why).
         """
         added: list[str] = []
-        self._bus.add_message_handler(handler)
+        self._handlers.append(handler)
         try:
             for rule in rules:
+                if keep and rule in self._kept:
+                    continue
+                kept = keep and len(self._kept) < MAX_KEPT_RULES
                 # Counted before the reply: an AddMatch whose caller was cancelled or timed out
                 # still reaches dbus-daemon, and a RemoveMatch sent after it on the same
                 # connection is handled after it, so it removes the rule either way.
-                added.append(rule)
+                (self._kept.add if kept else added.append)(rule)
                 try:
                     await self._bus_method("AddMatch", rule)
                 except JkError as err:
                     if err.dbus_error is not None:  # refused: there is no rule to remove
-                        added.remove(rule)
+                        (self._kept.discard if kept else added.remove)(rule)
                     raise
             yield
         finally:
-            self._bus.remove_message_handler(handler)
+            self._handlers.remove(handler)
             if added:
                 # Shielded: a second cancellation during the cleanup must not skip a rule.
                 removal = asyncio.ensure_future(self._remove_matches(added))

@@ -11,6 +11,7 @@ from typing import cast
 
 from dbus_fast import Message, Variant
 
+from bluez_jk.bluez.adapter import require_powered, resolve_adapter
 from bluez_jk.bluez.bus import (
     OBJECT_MANAGER,
     PROPERTIES,
@@ -20,7 +21,8 @@ from bluez_jk.bluez.bus import (
     signal_body,
 )
 from bluez_jk.bluez.errors import LinkLost, ObjectVanished
-from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1
+from bluez_jk.bluez.paths import adapter_name
+from bluez_jk.bluez.properties import ADAPTER, DEVICE, Device1, Interfaces, ManagedObjects
 from bluez_jk.errors import JkError, ServicesNotResolved
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class DeviceWatch:
         self.path = path
         self.props: Device1 = (props or {}).copy()
         self.exists = props is not None
+        # The device's GATT objects as the snapshot had them plus InterfacesAdded/Removed
+        # since: what `find_jk_chars` needs, without another GetManagedObjects.
+        self.objects: ManagedObjects = {}
+        self.prefix = path + "/"
         self._waiters: list[asyncio.Future[None]] = []
         self.listeners: list[Callable[[], None]] = []
 
@@ -45,26 +51,55 @@ class DeviceWatch:
         self._wake()
 
     def on_signal(self, message: Message) -> None:
-        changed = signal_body(message, PROPERTIES, "PropertiesChanged")
-        if changed is not None and message.path == self.path and changed[0] == DEVICE:
-            self.props.update(changed[1])
-            if changed[2]:
-                # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
-                gone = set(changed[2])
-                self.props = cast(Device1, {k: v for k, v in self.props.items() if k not in gone})
-            self._wake()
+        # Cheap header checks first: the device's namespace rule also brings the Value signal
+        # of every notification, which is none of this watch's business.
+        member = message.member
+        if member == "PropertiesChanged":
+            if message.path != self.path:
+                return
+            changed = signal_body(message, PROPERTIES, "PropertiesChanged")
+            if changed is not None and changed[0] == DEVICE:
+                self.props.update(changed[1])
+                if changed[2]:
+                    # Invalidated names come from BlueZ as plain strings: rebuilt, not popped.
+                    gone = set(changed[2])
+                    self.props = cast(
+                        Device1, {k: v for k, v in self.props.items() if k not in gone}
+                    )
+                self._wake()
+            return
+        if member not in ("InterfacesAdded", "InterfacesRemoved"):
+            return
+        if message.body[0].startswith(self.prefix):
+            self._on_gatt_signal(message)
+            return
+        if message.body[0] != self.path:
             return
         added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
-        if added is not None and added[0] == self.path and DEVICE in added[1]:
+        if added is not None and DEVICE in added[1]:
             self.props = added[1][DEVICE]
             self.exists = True
             self._wake()
             return
         removed = signal_body(message, OBJECT_MANAGER, "InterfacesRemoved")
-        if removed is not None and removed[0] == self.path and DEVICE in removed[1]:
+        if removed is not None and DEVICE in removed[1]:
             self.exists = False
             self.props = {}
             self._wake()
+
+    def _on_gatt_signal(self, message: Message) -> None:
+        added = signal_body(message, OBJECT_MANAGER, "InterfacesAdded")
+        if added is not None:
+            ifaces = self.objects.setdefault(added[0], {})
+            ifaces.update(added[1])
+            return
+        removed = signal_body(message, OBJECT_MANAGER, "InterfacesRemoved")
+        if removed is not None and removed[0] in self.objects:
+            left = {k: v for k, v in self.objects[removed[0]].items() if k not in removed[1]}
+            if left:
+                self.objects[removed[0]] = cast(Interfaces, left)
+            else:
+                del self.objects[removed[0]]
 
     @property
     def connected(self) -> bool:
@@ -103,8 +138,12 @@ class DeviceWatch:
 @asynccontextmanager
 async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncIterator[DeviceWatch]:
     """Subscribe first, then read the current state, so that no change falls in between.
+    The match rules (the device's namespace: its own and its GATT objects' PropertiesChanged;
+    the adapter's InterfacesAdded/Removed) stay for the connection's life: a read of the same
+    BMS adds none, and `started_notify` shares the namespace rule.
 
     Raises:
+        AdapterNotFound: the adapter is not (or no longer) there, or it is powered off.
         BusLost, Timeout: as `BluezBus.call`.
         BusError: a match rule refused, or bluetoothd not on the bus.
         ConnectFailed: any other error reply to GetManagedObjects (the default of stage
@@ -112,13 +151,22 @@ async def watch_device(bus: BluezBus, adapter_obj: str, path: str) -> AsyncItera
     """
     watch = DeviceWatch(path, None)
     rules = [
-        properties_changed_rule(path=path),
+        properties_changed_rule(namespace=path),
         interfaces_rule("InterfacesAdded", adapter_obj),
         interfaces_rule("InterfacesRemoved", adapter_obj),
     ]
-    async with bus.signals(rules, watch.on_signal):
-        objects = await bus.managed_objects(stage="connect")
+    async with bus.signals(rules, watch.on_signal, keep=True):
+        objects = await bus.managed_objects(
+            stage="connect",
+            wanted=lambda p: p in (adapter_obj, path) or p.startswith(watch.prefix),
+        )
+        if adapter_obj not in objects:
+            # Gone since it was resolved (or never checked): the full list names the others.
+            resolve_adapter(await bus.managed_objects(stage="adapter"), adapter_name(adapter_obj))
+        # A named adapter skips the reader's resolve step, so its Powered is checked here.
+        require_powered(objects, adapter_obj)
         watch.reset(objects.get(path, {}).get(DEVICE))
+        watch.objects = {p: i for p, i in objects.items() if p.startswith(watch.prefix)}
         yield watch
 
 

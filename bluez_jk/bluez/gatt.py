@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from dbus_fast import Message, Variant
 
 from bluez_jk.bluez.bus import PROPERTIES, BluezBus, properties_changed_rule
-from bluez_jk.bluez.bus import signal_body as _signal_body
 from bluez_jk.bluez.errors import LinkLost, StaleCache
-from bluez_jk.bluez.paths import is_under
+from bluez_jk.bluez.paths import device_of, is_under
 from bluez_jk.bluez.properties import CHARACTERISTIC, SERVICE, ManagedObjects
 from bluez_jk.errors import JkError
 
@@ -227,13 +226,19 @@ async def started_notify(
     """
 
     def on_signal(message: Message) -> None:
-        if message.path != path:
+        # One call per signal of every notification: header checks, then only the Value
+        # variant is looked at (no unpacking of the whole body).
+        if message.path != path or message.member != "PropertiesChanged":
             return
-        changed = _signal_body(message, PROPERTIES, "PropertiesChanged")
-        if changed is not None and changed[0] == CHARACTERISTIC and "Value" in changed[1]:
-            on_chunk(bytes(changed[1]["Value"]))
+        body = message.body
+        if message.interface == PROPERTIES and body[0] == CHARACTERISTIC:
+            value = body[1].get("Value")
+            if value is not None:
+                on_chunk(bytes(value.value))
 
-    async with bus.signals([properties_changed_rule(path=path)], on_signal):
+    # The device's namespace rule, kept for the connection's life (shared with watch_device).
+    rules = [properties_changed_rule(namespace=device_of(path))]
+    async with bus.signals(rules, on_signal, keep=True):
         # Stopped on every exit but a refusal: a StartNotify abandoned on our side (timeout,
         # cancellation) may still start a session in bluetoothd.
         started = True

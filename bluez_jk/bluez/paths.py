@@ -51,3 +51,8 @@ def adapter_name(path: str) -> str:
 
 def is_under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent + "/")
+
+
+def device_of(path: str) -> str:
+    """The device object a GATT object belongs to (/org/bluez/hciN/dev_XX_..._XX/...)."""
+    return "/".join(path.split("/", 5)[:5])

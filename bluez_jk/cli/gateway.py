@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -85,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if check:
         return _check(args.config, config, probe=args.probe)
+    # What exists now (modules, the config) lives as long as the process: moved out of the
+    # collector's way, every collection walks only what reads allocate (a full collection
+    # over the imports cost about 0.7 ms per read on the simulator bench).
+    gc.freeze()
     return asyncio.run(_serve(config))
 
 

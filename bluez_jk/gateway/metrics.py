@@ -57,12 +57,32 @@ _DEVICE_INFO_FIELDS: tuple[tuple[str, str, int | None], ...] = (
     ("power_on_count", "power_on_count", None),
 )
 
+# cell_v_01.. and cell_r_01..: built once, not per reading (a frame carries at most 32 cells).
+MAX_CELLS = 32
+_CELL_V_KEYS = tuple(f"cell_v_{index:02d}" for index in range(1, MAX_CELLS + 1))
+_CELL_R_KEYS = tuple(f"cell_r_{index:02d}" for index in range(1, MAX_CELLS + 1))
+
+
+def _cell_key(keys: tuple[str, ...], prefix: str, index: int) -> str:
+    """The key of the cell at 0-based `index` (1-based, two digits, in the key)."""
+    return keys[index] if index < len(keys) else f"{prefix}_{index + 1:02d}"
+
+
 # temperature_sensor_1..5 -> temp_1..temp_5; the MOSFET probe is temp_mos.
 MAX_TEMPERATURE_SENSORS = 5
 
 
 def _number(value: Any, decimals: int | None = None) -> Number | None:
     """A JSON-safe number, or None for anything that is not one (None, strings, NaN)."""
+    kind = type(value)
+    if kind is float:  # the common case first: ~70 values per reading
+        number: float = value
+        if not math.isfinite(number):
+            return None
+        return round(number, decimals) if decimals is not None else number
+    if kind is int:
+        whole: int = value
+        return whole
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -161,8 +181,8 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
 
     if voltages:
         out["cell_count"] = len(voltages)
-        for index, voltage in enumerate(voltages, start=1):
-            out[f"cell_v_{index:02d}"] = round(voltage, 3)
+        for index, voltage in enumerate(voltages):
+            out[_cell_key(_CELL_V_KEYS, "cell_v", index)] = round(voltage, 3)
         present = [v for v in voltages if v > 0]
         if present:
             low, high = min(present), max(present)
@@ -178,8 +198,8 @@ def to_metrics(reading: Reading) -> dict[str, Number]:
             # 1-based like the app and esphome (the frame's own indices are 0-based).
             out["cell_v_min_cell"] = voltages.index(low) + 1
             out["cell_v_max_cell"] = voltages.index(high) + 1
-    for index, resistance in enumerate(cell_resistances(reading), start=1):
-        out[f"cell_r_{index:02d}"] = round(resistance, 4)
+    for index, resistance in enumerate(cell_resistances(reading)):
+        out[_cell_key(_CELL_R_KEYS, "cell_r", index)] = round(resistance, 4)
 
     for probe in range(1, MAX_TEMPERATURE_SENSORS + 1):
         temperature = _number(info.get(f"temperature_sensor_{probe}"), 1)

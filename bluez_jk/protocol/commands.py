@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,8 +50,11 @@ class Command:
     value: bytes  # the first `length` value bytes; the padding is not part of the command
 
 
+@functools.lru_cache(maxsize=64)
 def command(code: int, value: bytes = b"") -> bytes:
-    """A 20-byte command frame with zero padding and its checksum."""
+    """A 20-byte command frame with zero padding and its checksum (cached: a read sends the
+    same two commands every time, and building one with construct costs more than a read's
+    D-Bus work for it)."""
     if not 0 <= code <= 0xFF:
         raise FrameError(f"command code {code} is not one byte")
     if len(value) > VALUE_LEN:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bluez_jk.bluez.bus import MAX_KEPT_RULES
 from bluez_jk.reader import Reader, Timing
 from tests.fixtures.bluez import SimHandle, match_rules
 
@@ -42,9 +43,12 @@ def assert_device_released(sim: SimHandle, address: str = ADDRESS) -> None:
 
 
 async def assert_reader_clean(sim: SimHandle, reader: Reader) -> None:
+    """The connection holds exactly the match rules it keeps for its life (bounded), none
+    left by a read."""
     bus = reader._bus
     if bus is not None and bus.connected:
-        assert await match_rules(sim.bus_address, bus.unique_name) == 0
+        assert await match_rules(sim.bus_address, bus.unique_name) == len(bus.kept_rules)
+        assert len(bus.kept_rules) <= MAX_KEPT_RULES
 
 
 @pytest.fixture

@@ -5,13 +5,17 @@ held lock is a typed error that leaves the adapter as it was."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from dbus_fast import Variant
 
 import bluez_jk.reader as reader_module
 from bluez_jk.adapter_lock import AdapterLock
+from bluez_jk.bluez.bus import PROPERTIES, BluezBus
+from bluez_jk.bluez.properties import ADAPTER
 from bluez_jk.errors import AdapterNotFound, Busy
 from bluez_jk.reader import Reader, ReadRequest
 from tests.fixtures.bluez import SimHandle
@@ -93,3 +97,29 @@ async def wait_for(predicate: Callable[[], bool], within_s: float = 30.0) -> Non
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("adapter", ["hci0", None])
+async def test_a_read_on_a_powered_off_adapter_is_adapter_not_found(
+    sim: SimHandle, reader: Reader, adapter: str | None
+) -> None:
+    """Somebody switched the adapter off: the read says so and tries nothing on it (a named
+    adapter skips the resolve step, so the device watch checks Powered)."""
+    bus = await BluezBus.connect()
+    try:
+        await bus.call(
+            "/org/bluez/hci0", PROPERTIES, "Set", "ssv",
+            [ADAPTER, "Powered", Variant("b", False)], stage="adapter", timeout_s=10,
+        )  # fmt: skip
+        reading = await reader.read(dataclasses.replace(REQ, adapter=adapter))
+        assert reading["error"] is not None
+        assert reading["error"]["type"] == "AdapterNotFound", reading["error"]
+        assert "powered off" in reading["error"]["message"]
+        assert not [e for e in sim.log() if e["event"] in ("connect_call", "discovery_start")]
+    finally:
+        await bus.call(
+            "/org/bluez/hci0", PROPERTIES, "Set", "ssv",
+            [ADAPTER, "Powered", Variant("b", True)], stage="adapter", timeout_s=10,
+        )  # fmt: skip
+        await bus.close()
+    await assert_reader_clean(sim, reader)

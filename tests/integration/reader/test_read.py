@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from dbus_fast import Message, MessageType
@@ -232,3 +233,60 @@ async def test_adapter_that_vanishes_and_returns(sim: SimHandle, reader: Reader)
     reading = await reader.read(req)
     assert reading["error"] is None, reading["error"]
     assert_device_released(sim)
+
+
+async def test_kept_rules_and_cached_state_survive_a_bluetoothd_restart(
+    sim: SimHandle, reader: Reader
+) -> None:
+    """The rules a read keeps for the connection's life name org.bluez, not its unique name:
+    after bluetoothd restarts (a new owner, every object exported anew) the next read on the
+    same connection adds none, sees the new objects and reads the model number it kept."""
+    req = ReadRequest(name="jk1", address=ADDRESS, adapter="hci0", timeout_s=10)
+    first = await reader.read(req)
+    assert first["error"] is None, first["error"]
+    bus = reader._bus
+    assert bus is not None
+    kept = bus.kept_rules
+    assert kept
+    await asyncio.to_thread(sim.restart)
+    for _ in range(2):
+        reading = await reader.read(req)
+        assert reading["error"] is None, reading["error"]
+        assert reading["model_nbr"] == first["model_nbr"]
+    assert reader._bus is bus
+    assert bus.kept_rules == kept
+    assert_device_released(sim)
+    await assert_reader_clean(sim, reader)
+
+
+async def test_a_read_of_a_known_bms_makes_only_the_calls_it_needs(
+    sim: SimHandle, reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: after the first read, a read of the same BMS adds and removes no match rule,
+    asks GetManagedObjects once, reads no model number again; the rest is the link itself."""
+    req = ReadRequest(name="jk1", address=ADDRESS, adapter="hci0", timeout_s=10)
+    first = await reader.read(req)
+    assert first["error"] is None, first["error"]
+    bus = await reader.get_bus()
+    real_call = bus.call
+    members: list[str] = []
+
+    async def call(path: str, interface: str, member: str, *args: Any, **kwargs: Any) -> Any:
+        members.append(member)
+        return await real_call(path, interface, member, *args, **kwargs)
+
+    monkeypatch.setattr(bus, "call", call)
+    reading = await reader.read(req)
+    monkeypatch.undo()
+    assert reading["error"] is None, reading["error"]
+    assert reading["model_nbr"] == first["model_nbr"]
+    writes = members.count("WriteValue")
+    assert writes >= 2, members
+    assert [m for m in members if m != "WriteValue"] == [
+        "GetManagedObjects",
+        "Connect",
+        "StartNotify",
+        "StopNotify",
+        "Disconnect",
+    ], members
+    await assert_reader_clean(sim, reader)

@@ -156,3 +156,16 @@ async def test_busy_names_the_holder_without_proc_locks(
             async with AdapterLock("hci0", timeout_s=0.1):
                 pass
         assert f"pid {os.getpid()} by the lock file" in info.value.message
+
+
+@pytest.mark.parametrize("before", ["1\n", f"{os.getpid()}7\n", "", f"{os.getpid()}\n"])
+async def test_the_lock_file_names_this_process_whatever_it_said_before(
+    tmp_path: Path, before: str
+) -> None:
+    # A file that already names us is left alone (no write per read); anything else, a longer
+    # pid that starts with ours included, is replaced.
+    lock_file = tmp_path / "bluez-jk-hci0.lock"
+    lock_file.write_text(before)
+    for _ in range(2):
+        async with AdapterLock("hci0", timeout_s=1):
+            assert lock_file.read_text() == f"{os.getpid()}\n"
