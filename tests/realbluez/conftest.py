@@ -5,8 +5,9 @@ Runs by default. `BLUEZ_JK_REALBLUEZ=0` leaves it out on a developer's machine; 
 without QEMU, a kernel image, bluetoothd or the `realbluez` extra skips it with the reason.
 Under CI (`CI=true`) neither is allowed: the tier must run, a skip fails the run.
 Knobs: REALBLUEZ_READS (100), REALBLUEZ_GATEWAY_S (300), REALBLUEZ_ONLY (labels, `|`-separated),
-REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEBUG (bluetoothd -d), REALBLUEZ_WEDGE (run the
-wedged-controller probe on the real rig too, where it kills bluetoothd 5.66),
+REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEBUG (bluetoothd -d; a core pattern into the work
+dir), REALBLUEZ_WEDGE (run the wedged-controller probe on the real rig too, where it kills
+bluetoothd 5.66),
 REALBLUEZ_DEADLINE_S (2400: the whole VM run; it only stops a hung VM, `vm.deadline_s`).
 """
 
