@@ -523,6 +523,9 @@ _RESTART_HINT = (
     "only a restart of bluetoothd clears it: `sudo systemctl restart bluetooth`. "
     "notify_mode auto avoids AcquireNotify on BlueZ before 5.84"
 )
+# A subscription call unanswered for this long when the read's time runs out is taken for
+# BlueZ holding it while it pairs (docs/bluez.md fact 16); one sent just before is not.
+_HELD_FOR_PAIRING_S = 1.0
 _ACQUIRE_NO_REPLY = (
     "BlueZ never answered AcquireNotify: bluetoothd before 5.84 does this when the BMS refuses "
     "the subscription (it may want pairing) or the link drops during the call, and then keeps "
@@ -665,6 +668,7 @@ class _Session:
         self.follow = follow
         self.streamed = False
         self.subscribing = False  # an AcquireNotify / StartNotify call awaits its answer
+        self.subscribing_since = 0.0  # time.monotonic() as that call went out
         self.bus: BluezBus | None = None
         self.adapter_obj: str | None = None
         self.paired: bool | None = None  # Device1.Paired once connected
@@ -885,6 +889,11 @@ class _Session:
     def _deadline_error(self) -> JkError:
         """What failed, when the session's deadline passed at its current stage."""
         if self.subscribing:
+            held_s = time.monotonic() - self.subscribing_since
+            if held_s < _HELD_FOR_PAIRING_S and self.last_error is not None:
+                # Just sent when the time ran out: it says nothing about pairing, what went
+                # wrong before it does (a link that kept dropping, under load).
+                return self.last_error
             return self._unanswered_subscription()
         left = f"within {self.req.timeout_s:.1f} s"
         if self.stage in _TALKING:
@@ -1094,7 +1103,7 @@ class _Session:
         # (docs/bluez.md fact 16), and the read should get on with pairing itself.
         call_s = self.budget.bound(self.reader.timing.subscribe_s)
         self.collector.ended = False
-        self.subscribing = True
+        self.subscribing, self.subscribing_since = True, time.monotonic()
         try:
             if self.mode == "acquire":
                 await stack.enter_async_context(
@@ -1108,6 +1117,11 @@ class _Session:
                 )
         except Timeout as err:
             raise self._unanswered_subscription() from err
+        except JkError:
+            # Answered after all (the link dropped under it, say): a deadline later in the
+            # read must not take this attempt's subscription for an unanswered one.
+            self.subscribing = False
+            raise
         # Not in a `finally`: the read's own deadline must still see the call unanswered.
         self.subscribing = False
         log.debug("subscribed mode=%s path=%s", self.mode, chars.notify)
