@@ -27,8 +27,23 @@ async def _event(sim: SimHandle, name: str, within_s: float = 30.0) -> None:
     raise AssertionError(f"no {name!r} in the simulator's log within {within_s} s")
 
 
-async def _crash_in_connect(sim: SimHandle, reader: Reader, req: ReadRequest) -> dict[str, str]:
-    """A read whose Connect is pending (the BMS does not answer) when bluetoothd goes."""
+def _sim(
+    sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch, device: str
+) -> SimHandle:
+    # Real timing: a Connect to a silent BMS stays pending for 40 s, time to take bluetoothd.
+    sim = sim_factory(devices=[device], timing="real")
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    return sim
+
+
+async def _crash_in_connect(
+    sim: SimHandle, reader: Reader, req: ReadRequest, *, paired: bool
+) -> dict[str, str]:
+    """A good read (paired or not), then one whose Connect is pending (the BMS does not
+    answer) when bluetoothd goes."""
+    first = await reader.read(req)
+    assert first["error"] is None, first["error"]
+    assert first["paired"] is paired
     await asyncio.to_thread(sim.set_fault, "not-advertising", None, ADDRESS)
     await asyncio.to_thread(sim.clear_log)
     pending = asyncio.create_task(reader.read(req))
@@ -45,15 +60,10 @@ async def test_bluetoothd_gone_in_connect_of_a_bonded_bms(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Real timing: a Connect to a silent BMS stays pending for 40 s, time to take bluetoothd.
-    sim = sim_factory(devices=[f"{ADDRESS},pairing=justworks"], timing="real")
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    sim = _sim(sim_factory, monkeypatch, f"{ADDRESS},pairing=justworks")
     req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=30.0)
     async with Reader(timing=FAST) as reader:
-        first = await reader.read(req)
-        assert first["error"] is None, first["error"]
-        assert first["paired"] is True
-        error = await _crash_in_connect(sim, reader, req)
+        error = await _crash_in_connect(sim, reader, req, paired=True)
         assert error["type"] == "BusError", error
         assert error["stage"] == "connect"
         assert "forgot the bond" in error["message"]
@@ -72,13 +82,9 @@ async def test_bluetoothd_gone_in_connect_of_an_unbonded_bms_is_no_stale_bond(
     sim_factory: Callable[..., SimHandle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a bond there is nothing to remove: the error is what the read saw."""
-    sim = sim_factory(timing="real")
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", sim.bus_address)
+    sim = _sim(sim_factory, monkeypatch, ADDRESS)
     req = ReadRequest(name="jk1", address=ADDRESS, timeout_s=30.0)
     async with Reader(timing=FAST) as reader:
-        first = await reader.read(req)
-        assert first["error"] is None, first["error"]
-        assert first["paired"] is False
-        error = await _crash_in_connect(sim, reader, req)
+        error = await _crash_in_connect(sim, reader, req, paired=False)
         assert "forgot the bond" not in error["message"], error
         assert not reader.memory.stale_bonds
