@@ -50,6 +50,20 @@ class Reply:
     on_sent: Callable[[], None] | None = None  # e.g. close our copy of a passed fd
 
 
+class _EarlyAnswer:
+    """`Call.answer`: the empty method return sent at once, at most once."""
+
+    def __init__(self, msg: Message, send: Callable[[Message, Message, None], None]) -> None:
+        self._msg = msg
+        self._send = send
+        self.sent = False
+
+    def __call__(self) -> None:
+        if not self.sent:
+            self.sent = True
+            self._send(self._msg, Message.new_method_return(self._msg), None)
+
+
 Handler = Callable[[Call], Awaitable[Reply | None]]
 
 
@@ -102,7 +116,6 @@ class Dispatcher:
         self._pending: dict[tuple[str, str], set[str]] = {}
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._answered: set[tuple[str | None, int]] = set()  # calls a handler answered itself
         self.name_lost: list[Callable[[str], None]] = []
         root = Interface(OBJECT_MANAGER, {}, dict, signals={"InterfacesAdded": "oa{sa{sv}}"})
         root.methods["GetManagedObjects"] = Method("", "a{oa{sa{sv}}}", self._managed_objects)
@@ -200,40 +213,22 @@ class Dispatcher:
         return True
 
     async def _dispatch(self, msg: Message) -> None:
-        key = (msg.sender, msg.serial)
+        early = _EarlyAnswer(msg, self._send_reply)
+        on_sent: Callable[[], None] | None = None
         try:
-            reply = await self._route(msg)
+            reply = await self._route(msg, early) or Reply()
         except DBusError as err:
-            if not self._was_answered(key):
-                self._send_reply(msg, Message.new_error(msg, err.type, err.text), None)
-            return
+            out = Message.new_error(msg, err.type, err.text)
         except asyncio.CancelledError:
-            self._answered.discard(key)
             raise
         except Exception as err:  # a simulator bug must still answer the caller
             log.exception("sim: %s.%s on %s failed", msg.interface, msg.member, msg.path)
-            if not self._was_answered(key):
-                failure = Message.new_error(msg, "org.freedesktop.DBus.Error.Failed", repr(err))
-                self._send_reply(msg, failure, None)
-            return
-        if self._was_answered(key):
-            return
-        reply = reply or Reply()
-        out = Message.new_method_return(msg, reply.signature, reply.body, reply.unix_fds)
-        self._send_reply(msg, out, reply.on_sent)
-
-    def _was_answered(self, key: tuple[str | None, int]) -> bool:
-        if key in self._answered:
-            self._answered.discard(key)
-            return True
-        return False
-
-    def _answer_now(self, msg: Message) -> None:
-        key = (msg.sender, msg.serial)
-        if key in self._answered:
-            return
-        self._answered.add(key)
-        self._send_reply(msg, Message.new_method_return(msg), None)
+            out = Message.new_error(msg, "org.freedesktop.DBus.Error.Failed", repr(err))
+        else:
+            out = Message.new_method_return(msg, reply.signature, reply.body, reply.unix_fds)
+            on_sent = reply.on_sent
+        if not early.sent:
+            self._send_reply(msg, out, on_sent)
 
     def _send_reply(
         self, call: Message, reply: Message, on_sent: Callable[[], None] | None
@@ -246,7 +241,7 @@ class Dispatcher:
             return
         self._outbox.send(reply, on_sent)
 
-    async def _route(self, msg: Message) -> Reply | None:
+    async def _route(self, msg: Message, early: _EarlyAnswer) -> Reply | None:
         path = msg.path or "/"
         interface = msg.interface or ""
         member = msg.member or ""
@@ -263,7 +258,7 @@ class Dispatcher:
             path,
             list(msg.body),
             list(msg.unix_fds),
-            answer=lambda: self._answer_now(msg),
+            answer=early,
         )
         if interface == PROPERTIES:
             return await self._properties(obj, member, signature, call)
