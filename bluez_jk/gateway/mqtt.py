@@ -13,8 +13,14 @@ check is coarse (mosquitto 2.0.11 measured: a silent client with keepalive 1-3 s
 after 5-6 s, with 4-6 s after 12 s). Each link therefore connects with half the configured
 keepalive, which keeps even that path within 1.5 x the configured value from about 10 s up.
 
-Threads: paho runs its network loop in its own thread (`loop_start`); every callback is handed
-to the asyncio loop with `call_soon_threadsafe` and all state below is touched only there.
+Threads: none in the steady state. paho's own network thread (`loop_start`) would cost every
+publish a wake-up byte to that thread and every PUBACK a hop back to the event loop (about
+seven system calls per message where one send and one receive do; with 8 BMS that was a third
+of the gateway's CPU beyond its reader). So the event loop drives paho (`loop_read` when the
+socket is readable, `loop_write` while paho has bytes left, `loop_misc` once a second for the
+keepalive), and only the connect itself (DNS, TCP, TLS handshake: all blocking in paho) runs on
+a worker thread, during which the loop leaves the client alone. paho's callbacks are handed
+on with `call_soon`, so they run outside paho's own call stack as before.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import hashlib
 import logging
 import socket
 import ssl
-import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -34,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -51,12 +57,16 @@ ANSWER_QUEUE_LIMIT = 100
 # reconnect, everything beyond stays in our bounded queue.
 MAX_HANDED = 50
 
-# paho's reconnect delays (reconnect_delay_set below): 1 s, doubled per failure, at most 5 s.
+# Delays between connect attempts: 1 s, doubled per failure, at most 5 s (what paho's own
+# loop did with reconnect_delay_set(1, 5)).
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 5
 # A broker that stays unreachable is reported at once, then at most this often per link
 # (unless the reason changes), so the journal shows it without a line every few seconds.
 FAILURE_LOG_INTERVAL_S = 60.0
+# How often paho's keepalive bookkeeping runs (PINGREQ, a broker that stopped answering, a
+# CONNACK that never came): what paho's own loop did with its 1 s select timeout.
+MISC_INTERVAL_S = 1.0
 
 MessageHandler = Callable[[str, bytes], None]
 
@@ -199,6 +209,13 @@ class MqttLink:
         self._idle.set()
         self._connected_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[MQTTErrorCode] | None = None
+        self._socket: Any = None  # the socket the loop watches (paho's, while it has one)
+        self._socket_gone = asyncio.Event()
+        self._writing = False
+        self._misc: asyncio.TimerHandle | None = None
         self._client = self._make_client()
 
     def _make_client(self) -> paho.Client:
@@ -209,27 +226,27 @@ class MqttLink:
         )
         configure_client(client, self.config)
         client.will_set(self.will_topic, b"false", qos=QOS, retain=True)
-        # Short enough that Readings flow again soon after a broker restart.
-        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.on_socket_open = _no_delay
+        client.on_socket_close = self._t_on_socket_close
         client.on_connect = self._t_on_connect
-        client.on_connect_fail = self._t_on_connect_fail
         client.on_disconnect = self._t_on_disconnect
         client.on_publish = self._t_on_publish
         client.on_message = self._t_on_message
         return client
 
-    # -- paho's network thread: hand everything to the loop --------------------------------
+    # -- paho's callbacks: handed on to the loop, outside paho's call stack -----------------
 
     def _t_on_connect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
     ) -> None:
         self._call(self._on_connect, not reason.is_failure, str(reason))
 
-    def _t_on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
-        # paho calls this from inside its `except OSError` around the connect (TCP, TLS), and
-        # passes no error: the exception being handled is the reason.
-        self._call(self._on_connect_failed, describe_connect_error(sys.exc_info()[1]))
+    def _t_on_socket_close(self, _c: paho.Client, _u: Any, sock: Any) -> None:
+        # Called just before paho closes the socket: the loop must stop watching it first.
+        if threading.get_ident() == self._loop_thread:
+            self._unwatch(sock)
+        else:  # a connect that failed on the worker thread, before the loop watched it
+            self._call(self._unwatch, sock)
 
     def _t_on_disconnect(
         self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
@@ -250,16 +267,102 @@ class MqttLink:
 
     def _call(self, func: Callable[..., None], *args: Any) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(func, *args)
+        else:
             loop.call_soon_threadsafe(func, *args)
+
+    # -- the loop drives paho's socket --------------------------------------------------------
+
+    def _watch(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._socket = sock
+        self._socket_gone.clear()
+        self._loop.add_reader(sock, self._on_readable)
+        self._flush_later()
+
+    def _unwatch(self, sock: Any) -> None:
+        if sock is not self._socket or self._loop is None:
+            return
+        self._loop.remove_reader(sock)
+        if self._writing:
+            self._loop.remove_writer(sock)
+            self._writing = False
+        self._socket = None
+        self._socket_gone.set()
+
+    def _on_readable(self) -> None:
+        client = self._client
+        client.loop_read()
+        # A TLS record may hold more than paho read; the socket will not say so again.
+        sock = client.socket()
+        while sock is not None and sock is self._socket and _tls_pending(sock):
+            client.loop_read()
+            sock = client.socket()
+        self._flush_later()
+
+    def _on_writable(self) -> None:
+        self._client.loop_write()
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        """Watch for writability while paho still has bytes to send (a full socket buffer, or
+        a packet paho queued inside its own read, a PUBACK or PINGREQ), and only then."""
+        sock = self._socket
+        if sock is None or self._loop is None:
+            return
+        wanted = self._client.want_write()
+        if wanted and not self._writing:
+            self._loop.add_writer(sock, self._on_writable)
+        elif not wanted and self._writing:
+            self._loop.remove_writer(sock)
+        self._writing = wanted
+
+    def _on_misc(self) -> None:
+        self._misc = None
+        if self.closing or self._loop is None:
+            return
+        if self._socket is not None and self._connecting is None:
+            self._client.loop_misc()
+            self._flush_later()
+        self._misc = self._loop.call_later(MISC_INTERVAL_S, self._on_misc)
+
+    async def _run(self) -> None:
+        """Connect, stay connected, reconnect: what paho's `loop_forever` did, with the
+        blocking connect on a worker thread."""
+        assert self._loop is not None
+        while not self.closing:
+            self._connecting = self._loop.run_in_executor(None, self._client.reconnect)
+            try:
+                rc = await asyncio.shield(self._connecting)
+            except Exception as err:  # noqa: BLE001 - any failure is one failed attempt
+                self._on_connect_failed(describe_connect_error(err))
+                await asyncio.sleep(next_retry_s(self.failed_attempts))
+                continue
+            finally:
+                self._connecting = None
+            sock = self._client.socket()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None:
+                self._on_connect_failed(f"connection failed: {paho.error_string(rc)}")
+                await asyncio.sleep(next_retry_s(self.failed_attempts))
+                continue
+            self._watch(sock)
+            await self._socket_gone.wait()
+            if self.closing:
+                return
+            await asyncio.sleep(next_retry_s(max(1, self.failed_attempts)))
 
     # -- the asyncio side ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect in the background; paho retries until the broker answers."""
+        """Connect in the background, retrying until the broker answers."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.MaximumPacketSize = MAX_INCOMING_PACKET
+        # Only stores the parameters: the connect itself happens in _run.
         self._client.connect_async(
             self.config.host,
             self.config.port,
@@ -267,7 +370,8 @@ class MqttLink:
             clean_start=True,  # and no session expiry: nothing outlives the connection
             properties=properties,
         )
-        self._client.loop_start()
+        self._runner = self._loop.create_task(self._run(), name=f"mqtt {self.client_id}")
+        self._misc = self._loop.call_later(MISC_INTERVAL_S, self._on_misc)
 
     def _on_connect(self, ok: bool, reason: str) -> None:
         if not ok:
@@ -299,6 +403,7 @@ class MqttLink:
         for topic, payload in self._retained.items():
             self._send(topic, payload, retain=True)
         self._drain()
+        self._flush_later()
 
     def _on_disconnect(self, reason: str) -> None:
         if not self.closing:
@@ -396,6 +501,7 @@ class MqttLink:
             return
         self._handed.add(info.mid)
         self._idle.clear()
+        self._flush_later()
 
     def _drain(self) -> None:
         # Readings first: answers to commands go out only when no Reading waits.
@@ -469,8 +575,28 @@ class MqttLink:
         if self.connected:
             await self.flush(timeout_s)
         self.closing = True
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if self._connecting is not None:
+            # The worker thread cannot be stopped; paho's connect timeout bounds it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._connecting)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        # Sends DISCONNECT (a clean close: no will) and closes the socket.
         self._client.disconnect()
-        # loop_stop joins paho's thread, which ends right after the DISCONNECT.
-        await asyncio.to_thread(self._client.loop_stop)
+        sock = self._client.socket()
+        if sock is not None:  # the DISCONNECT did not fit into the socket: close anyway
+            self._unwatch(sock)
+            self._client._sock_close()  # paho has no public close
         self.connected = False
         self._loop = None
+
+
+def _tls_pending(sock: Any) -> bool:
+    pending = getattr(sock, "pending", None)
+    return pending is not None and bool(pending())
