@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -436,6 +436,29 @@ def switch_configs(
         topic = f"{prefix}/switch/{node}/{_slug(name)}_{entity.object_id}/config"
         out[topic] = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
     return out
+
+
+def discovery_key(
+    reading: Reading,
+    metrics: Mapping[str, object],
+    *,
+    switches: Collection[str] = (),
+    by_address: bool = False,
+) -> tuple[object, ...]:
+    """Everything of a Reading that `discovery_configs` depends on: its metric names (which
+    entities and switches exist), protocol, address and identity. Equal keys give equal
+    configs, so a gateway builds the ~100 configs (about 1 ms) only when the key changes,
+    instead of on every read."""
+    info = reading["status"]["device_info"]
+    return (
+        tuple(metrics),
+        reading["protocol"],
+        reading["address"],
+        reading.get("model_nbr"),
+        tuple(info.get(k) for k in ("vendor_id", "hw_rev", "sw_rev", "serial_number")),
+        tuple(switches),
+        by_address,
+    )
 
 
 def discovery_configs(

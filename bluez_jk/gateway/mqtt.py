@@ -295,17 +295,37 @@ class MqttLink:
 
     def _on_readable(self) -> None:
         client = self._client
-        client.loop_read()
-        # A TLS record may hold more than paho read; the socket will not say so again.
-        sock = client.socket()
-        while sock is not None and sock is self._socket and _tls_pending(sock):
+        try:
             client.loop_read()
+            # A TLS record may hold more than paho read; the socket will not say so again.
             sock = client.socket()
+            while sock is not None and sock is self._socket and _tls_pending(sock):
+                client.loop_read()
+                sock = client.socket()
+        except Exception as err:  # noqa: BLE001 - whatever the broker sent, drop and reconnect
+            self._drop(f"unreadable data from the broker ({type(err).__name__}: {err})")
+            return
         self._flush_later()
 
     def _on_writable(self) -> None:
-        self._client.loop_write()
+        try:
+            self._client.loop_write()
+        except Exception as err:  # noqa: BLE001 - a broken socket: drop and reconnect
+            self._drop(f"write failed ({type(err).__name__}: {err})")
+            return
         self._flush_later()
+
+    def _drop(self, reason: str) -> None:
+        """Close a connection paho could not handle itself; `_run` connects again."""
+        sock = self._socket
+        if sock is not None:
+            self._unwatch(sock)
+            # paho has no public close; its next connect closes its handle on this one again.
+            sock.close()
+        if self.connected:
+            self._on_disconnect(reason)
+        else:  # before the CONNACK: one failed attempt
+            self._on_connect_failed(reason)
 
     def _flush_later(self) -> None:
         """Watch for writability while paho still has bytes to send (a full socket buffer, or
@@ -592,7 +612,7 @@ class MqttLink:
         sock = self._client.socket()
         if sock is not None:  # the DISCONNECT did not fit into the socket: close anyway
             self._unwatch(sock)
-            self._client._sock_close()  # paho has no public close
+            sock.close()
         self.connected = False
         self._loop = None
 

@@ -28,7 +28,7 @@ from bluez_jk.gateway.config import (
 from bluez_jk.gateway.control import ControlService, WriteFn
 from bluez_jk.gateway.derived import TICK_S, DerivedOutputs, Message
 from bluez_jk.gateway.logbook_cmd import LogbookService
-from bluez_jk.gateway.metrics import to_metrics
+from bluez_jk.gateway.metrics import Number, to_metrics
 from bluez_jk.gateway.mqtt import MqttLink, default_client_id, node_name
 from bluez_jk.gateway.notify import Notifier, watchdog_interval_s
 from bluez_jk.gateway.overrides import resolve
@@ -123,6 +123,8 @@ class Gateway:
         # Home Assistant device identifier -> the device that claimed it first.
         self._ha_identifiers: dict[str, str] = {}
         self._ha_collisions: set[str] = set()
+        # What each device's discovery configs were last built from (discovery.discovery_key).
+        self._discovery_keys: dict[str, tuple[object, ...]] = {}
         # State file writes wait on the disk (two fsyncs), so they run on a worker thread, one
         # at a time and in the order asked; the tasks are kept so that shutdown can wait.
         self._store_lock = asyncio.Lock()
@@ -226,8 +228,8 @@ class Gateway:
         warnings = reading["status"].get("warnings") or {}
         now = self.scheduler.clock.now()
         self._publish_derived(lambda: self.derived.on_reading(state.name, metrics, warnings, now))
-        if ok and self.config.homeassistant.enabled:
-            self._publish_discovery(state.name, reading)
+        if metrics is not None and self.config.homeassistant.enabled:
+            self._publish_discovery(state.name, reading, metrics)
 
     def _ha_by_address(self, name: str, reading: Reading) -> bool:
         """True when another device of this gateway already uses this reading's identifier
@@ -271,18 +273,24 @@ class Gateway:
             await asyncio.sleep(TICK_S)
             self._publish_derived(lambda: self.derived.tick(self.scheduler.clock.now()))
 
-    def _publish_discovery(self, name: str, reading: Reading) -> None:
+    def _publish_discovery(self, name: str, reading: Reading, metrics: dict[str, Number]) -> None:
         ha = self.config.homeassistant
+        switches = self.control.switches(name)
+        by_address = self._ha_by_address(name, reading)
+        key = discovery.discovery_key(reading, metrics, switches=switches, by_address=by_address)
+        if self._discovery_keys.get(name) == key:
+            return  # the same configs as last time, all retained on the broker already
         configs = discovery.discovery_configs(
             name,
             reading,
             base_topic=self.base,
             prefix=ha.prefix,
             node_id=self.node_id,
-            switches=self.control.switches(name),
-            by_address=self._ha_by_address(name, reading),
+            switches=switches,
+            by_address=by_address,
         )
         self._publish_configs(name, configs)
+        self._discovery_keys[name] = key
 
     def _publish_configs(self, name: str, configs: dict[str, str]) -> None:
         """Publish a device's (or bank's) discovery set; clear what it no longer has."""
