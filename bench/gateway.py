@@ -410,7 +410,7 @@ def main() -> int:
         f"RSS < {TARGET_RSS_MIB:.0f} MiB (every round)": peak_rss < TARGET_RSS_MIB,
         f"median added latency < {TARGET_LATENCY_MS:.0f} ms": lat["added_latency_ms_median"]
         < TARGET_LATENCY_MS,
-        "zero missed deadlines": gw["missed_deadlines"] == 0,
+        "zero missed deadlines (every round)": all(g["missed_deadlines"] == 0 for g, _ in pairs),
         f"gateway adds <= {TARGET_GATEWAY_OVERHEAD_MS:.0f} ms CPU per read to the reader's": (
             gw["cpu_ms_per_read"] - alone["cpu_ms_per_read"] <= TARGET_GATEWAY_OVERHEAD_MS
         ),

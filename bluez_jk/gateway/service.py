@@ -273,8 +273,13 @@ class Gateway:
             await asyncio.sleep(TICK_S)
             self._publish_derived(lambda: self.derived.tick(self.scheduler.clock.now()))
 
-    def _publish_discovery(self, name: str, reading: Reading, metrics: dict[str, Number]) -> None:
+    def _publish_discovery(
+        self, name: str, reading: Reading, metrics: dict[str, Number] | None = None
+    ) -> None:
+        """`metrics`: the reading's, when the caller has them already."""
         ha = self.config.homeassistant
+        if metrics is None:
+            metrics = to_metrics(reading)
         switches = self.control.switches(name)
         by_address = self._ha_by_address(name, reading)
         key = discovery.discovery_key(reading, metrics, switches=switches, by_address=by_address)
