@@ -5,13 +5,11 @@ port, reason and next retry, the systemd STATUS line, and `--check-config --prob
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from bluez_jk.gateway.config import MqttConfig, TlsConfig
 from bluez_jk.gateway.mqtt import MqttLink
 from bluez_jk.gateway.probe import probe_broker
-from tests.fixtures.mqtt import Broker, free_port
+from tests.fixtures.mqtt import Broker, FakeBroker, free_port
 from tests.integration.gateway.conftest import GatewayFactory
 from tests.integration.gateway.support import MACS, device_spec, gateway_config
 from tests.integration.gateway.test_broker_auth import secure_broker  # noqa: F401
@@ -45,35 +43,14 @@ async def first_problem(config: MqttConfig, timeout_s: float = 15.0) -> str:
         await link.close(1.0)
 
 
-class HangUpBroker:
-    """Accepts TCP and closes after reading CONNECT, like a broker refusing a client's will."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    conn.recv(1024)
-
-    def close(self) -> None:
-        self.server.close()
+def hang_up(conn: socket.socket) -> None:
+    """Close after reading CONNECT, like a broker refusing a client's will."""
+    conn.recv(1024)
 
 
 @pytest.fixture
-def hang_up_broker() -> Iterator[HangUpBroker]:
-    broker = HangUpBroker()
+def hang_up_broker() -> Iterator[FakeBroker]:
+    broker = FakeBroker(hang_up)
     try:
         yield broker
     finally:
@@ -142,7 +119,7 @@ async def test_tls_untrusted_ca_and_host_name_mismatch(secure_broker: Any, tmp_p
     assert "refused" in await first_problem(refused)
 
 
-async def test_broker_hanging_up_before_connack(hang_up_broker: HangUpBroker) -> None:
+async def test_broker_hanging_up_before_connack(hang_up_broker: FakeBroker) -> None:
     problem = await first_problem(MqttConfig(port=hang_up_broker.port))
     assert "closed the connection before accepting it" in problem
     answer = await asyncio.to_thread(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import pytest
 
 from bluez_jk.gateway.config import MqttConfig
 from bluez_jk.gateway.mqtt import MqttLink
-from tests.fixtures.mqtt import Broker, Message, MqttProbe
+from tests.fixtures.mqtt import Broker, FakeBroker, Message, MqttProbe
 
 pytestmark = pytest.mark.integration
 
@@ -134,37 +133,16 @@ async def test_a_link_comes_back_after_a_broker_restart(mosquitto: Broker) -> No
         await link.close(5)
 
 
-class GarbageBroker:
-    """Answers CONNECT with a CONNACK, then sends a packet of a type that does not exist."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.server.getsockname()[1])
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with contextlib.suppress(OSError):
-                conn.settimeout(5)
-                conn.recv(1024)  # CONNECT
-                conn.sendall(bytes([0x20, 0x03, 0x00, 0x00, 0x00]))  # CONNACK (MQTT 5), success
-                conn.sendall(bytes([0x00, 0x00]))  # packet type 0: reserved, never valid
-                conn.recv(1024)  # until the client hangs up
-            conn.close()
-
-    def close(self) -> None:
-        self.server.close()
+def garbage_after_connack(conn: socket.socket) -> None:
+    """A CONNACK, then a packet of a type that does not exist."""
+    conn.recv(1024)  # CONNECT
+    conn.sendall(bytes([0x20, 0x03, 0x00, 0x00, 0x00]))  # CONNACK (MQTT 5), success
+    conn.sendall(bytes([0x00, 0x00]))  # packet type 0: reserved, never valid
+    conn.recv(1024)  # until the client hangs up
 
 
 async def test_a_broker_sending_garbage_is_dropped_and_tried_again() -> None:
-    broker = GarbageBroker()
+    broker = FakeBroker(garbage_after_connack)
     link = MqttLink(MqttConfig(port=broker.port), client_id="garbage", will_topic="t/g/online")
     link.start()
     try:
