@@ -61,7 +61,10 @@ def _open_lock_file(path: Path) -> int:
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             continue  # another process created it between the two opens
-        os.fchmod(fd, 0o644)
+        # Only a courtesy to readers of other users: a filesystem that refuses it (seen: a 9p
+        # share, EPERM for a non-root owner) must not cost a read; flock needs no mode.
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o644)
         return fd
 
 

@@ -169,3 +169,22 @@ async def test_the_lock_file_names_this_process_whatever_it_said_before(
     for _ in range(2):
         async with AdapterLock("hci0", timeout_s=1):
             assert lock_file.read_text() == f"{os.getpid()}\n"
+
+
+async def test_a_lock_file_whose_mode_cannot_be_set_still_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock directory on a filesystem that refuses chmod (a 9p share answered EPERM to the
+    unprivileged gateway creating the file): the lock is taken all the same."""
+
+    def refuse(_fd: int, _mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(adapter_lock.os, "fchmod", refuse)
+    assert not lock_path("hci7").exists()
+    async with AdapterLock("hci7", timeout_s=1) as held:
+        assert held.path == lock_path("hci7")
+        assert lock_path("hci7").exists()
+        with pytest.raises(Busy):
+            async with AdapterLock("hci7", timeout_s=0.2):
+                pass
