@@ -15,8 +15,8 @@ keepalive, which keeps even that path within 1.5 x the configured value from abo
 
 Threads: none in the steady state. paho's own network thread (`loop_start`) would cost every
 publish a wake-up byte to that thread and every PUBACK a hop back to the event loop (about
-seven system calls per message where one send and one receive do; with 8 BMS that was a third
-of the gateway's CPU beyond its reader). So the event loop drives paho (`loop_read` when the
+seven system calls per message where one send and one receive do), and a thread per
+connection. So the event loop drives paho (`loop_read` when the
 socket is readable, `loop_write` while paho has bytes left, `loop_misc` once a second for the
 keepalive), and only the connect itself (DNS, TCP, TLS handshake: all blocking in paho) runs on
 a worker thread, during which the loop leaves the client alone. paho's callbacks are handed
@@ -355,17 +355,19 @@ class MqttLink:
         assert self._loop is not None
         while not self.closing:
             self._connecting = self._loop.run_in_executor(None, self._client.reconnect)
+            sock = None
             try:
                 rc = await asyncio.shield(self._connecting)
+                sock = self._client.socket()
+                failure = None
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None:
+                    failure = f"connection failed: {paho.error_string(rc)}"
             except Exception as err:  # noqa: BLE001 - any failure is one failed attempt
-                self._on_connect_failed(describe_connect_error(err))
-                await asyncio.sleep(next_retry_s(self.failed_attempts))
-                continue
+                failure = describe_connect_error(err)
             finally:
                 self._connecting = None
-            sock = self._client.socket()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None:
-                self._on_connect_failed(f"connection failed: {paho.error_string(rc)}")
+            if failure is not None or sock is None:
+                self._on_connect_failed(failure or "connection failed")
                 await asyncio.sleep(next_retry_s(self.failed_attempts))
                 continue
             self._watch(sock)
