@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import random
@@ -105,11 +104,18 @@ def backoff_s(interval_s: float, consecutive_failures: int) -> float:
 
 
 class AdapterGate:
-    """A lock whose waiters are served by priority (lower first), then in arrival order."""
+    """A lock whose waiters are served by priority (lower first), then in arrival order.
+
+    Priority alone would starve: when the healthy devices of an adapter are always due (slow
+    reads, a short interval), a failing one behind them would wait for ever. A waiter that
+    later arrivals have overtaken `MAX_OVERTAKEN` times goes next unless a negative priority
+    (an adapter's recovery) waits."""
+
+    MAX_OVERTAKEN = 2
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
 
     @property
@@ -119,18 +125,16 @@ class AdapterGate:
     @contextlib.asynccontextmanager
     async def turn(self, priority: int = 0) -> AsyncIterator[None]:
         if self._held or self._waiters:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            entry = (priority, next(self._seq), fut)
-            heapq.heappush(self._waiters, entry)
+            waiter = _Waiter(priority, next(self._seq), asyncio.get_running_loop().create_future())
+            self._waiters.append(waiter)
             try:
-                await fut
+                await waiter.fut
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
+                if waiter.fut.done() and not waiter.fut.cancelled():
                     # Handed the lock just as we were cancelled: pass it on.
                     self._release()
-                elif entry in self._waiters:
-                    self._waiters.remove(entry)
-                    heapq.heapify(self._waiters)
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
                 raise
         else:
             self._held = True
@@ -139,13 +143,40 @@ class AdapterGate:
         finally:
             self._release()
 
+    def _next(self) -> _Waiter:
+        # Few waiters per adapter (its devices): a scan is simpler than a heap with aging.
+        # A negative priority (an adapter's recovery) stays ahead of every read.
+        urgent = min(w.priority for w in self._waiters) < 0
+        starved = [w for w in self._waiters if w.overtaken >= self.MAX_OVERTAKEN]
+        if starved and not urgent:
+            chosen = min(starved, key=lambda w: w.seq)
+        else:
+            chosen = min(self._waiters, key=lambda w: w.rank)
+        for other in self._waiters:
+            if other.seq < chosen.seq:
+                other.overtaken += 1
+        self._waiters.remove(chosen)
+        return chosen
+
     def _release(self) -> None:
         while self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)  # ownership moves to that waiter; _held stays True
+            waiter = self._next()
+            if not waiter.fut.done():
+                waiter.fut.set_result(None)  # ownership moves to that waiter; _held stays True
                 return
         self._held = False
+
+
+@dataclass(eq=False)
+class _Waiter:
+    priority: int
+    seq: int
+    fut: asyncio.Future[None]
+    overtaken: int = 0  # later arrivals served before this one
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (self.priority, self.seq)
 
 
 @dataclass

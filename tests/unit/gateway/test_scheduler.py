@@ -230,6 +230,78 @@ async def test_gate_serves_healthy_devices_first() -> None:
     assert not gate.held
 
 
+async def test_gate_never_starves_a_failing_device_behind_busy_healthy_ones() -> None:
+    """Two healthy devices always due again (they queue anew as soon as they are served): the
+    failing one still gets its turn after being overtaken MAX_OVERTAKEN times."""
+    gate = AdapterGate()
+    order: list[str] = []
+    stop = asyncio.Event()
+
+    async def healthy(name: str) -> None:
+        while not stop.is_set():
+            async with gate.turn(0):
+                order.append(name)
+                await asyncio.sleep(0)
+
+    async def failing() -> None:
+        async with gate.turn(1):
+            order.append("failing")
+        stop.set()
+
+    busy = [asyncio.create_task(healthy("a")), asyncio.create_task(healthy("b"))]
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(failing())
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.gather(*busy)
+    # Ahead of it: the holder and the waiter it found (2), one more taking a turn between
+    # its arrival and its queueing, then the later arrivals it lets pass.
+    assert order.index("failing") <= 3 + AdapterGate.MAX_OVERTAKEN, order
+    assert not gate.held
+
+
+async def test_gate_recovery_goes_ahead_of_a_starved_waiter() -> None:
+    gate = AdapterGate()
+    order: list[str] = []
+    releases = [asyncio.Event() for _ in range(4)]
+
+    async def user(name: str, priority: int, release: asyncio.Event | None = None) -> None:
+        async with gate.turn(priority):
+            order.append(name)
+            if release is not None:
+                await release.wait()
+
+    tasks = [asyncio.create_task(user("h0", 0, releases[0]))]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(user("failing", 1)))
+    for k in (1, 2):  # two later healthy arrivals overtake it
+        tasks.append(asyncio.create_task(user(f"h{k}", 0, releases[k])))
+        await asyncio.sleep(0)
+        releases[k - 1].set()
+        await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(user("recovery", -1)))
+    await asyncio.sleep(0)
+    releases[2].set()
+    await asyncio.gather(*tasks)
+    assert order == ["h0", "h1", "h2", "recovery", "failing"]
+
+
+async def test_a_slow_adapter_still_reads_its_failing_device() -> None:
+    """Reads of 5 s on a 2 s interval keep the healthy devices of hci1 always due (what a
+    bluetoothd restart did to the VM's gateway); the failing jk3 is still tried every few
+    turns, not starved for minutes."""
+    clock = FakeClock()
+    reader = FakeReader(clock, duration_s=5.0, failing={"jk3"})
+    devices = [device("jk1", "hci1", 2), device("jk2", "hci1", 2), device("jk3", "hci1", 2)]
+    async with running(devices, reader, clock):
+        await clock.advance(300, step=0.5)
+    tries = reader.starts("jk3")
+    # Its backoff is capped at 16 s for a 2 s interval; the wait for its turn adds at most
+    # MAX_OVERTAKEN + 1 reads of 5 s.
+    assert len(tries) >= 300 / 45, tries
+    assert max(b - a for a, b in itertools.pairwise(tries)) < 45, tries
+    assert reader.overlaps == 0
+
+
 async def test_a_bug_in_one_device_loop_never_stops_the_others() -> None:
     clock = FakeClock()
     reader = FakeReader(clock, duration_s=0.2)
