@@ -135,13 +135,40 @@ class RealRig:
         await self.peer(address).forget_bond()
 
     async def wait_adapters(self) -> list[str]:
-        """Every adapter powered again; what it took, where more than waiting."""
+        """Every adapter powered again; what it took, where more than waiting.
+
+        bluetoothd is restarted once when it has exited (on a Pi the next D-Bus call to
+        org.bluez starts it again through systemd; the VM has no systemd, so the call only
+        fails with "Launch helper exited") or when an adapter will not power on: CI saw hci0
+        refuse five `power on`s over 100 s after the restart scenario, then bluetoothd gone."""
         notes, self.restart_notes = self.restart_notes, []
-        for adapter in ADAPTERS:
-            note = await wait_for_adapter(adapter)
-            if note:
-                notes.append(note)
+        for attempt in (1, 2):
+            try:
+                for adapter in ADAPTERS:
+                    note = await wait_for_adapter(adapter, ADAPTER_WAIT_S * attempt)
+                    if note:
+                        notes.append(note)
+                return notes
+            except RuntimeError as err:
+                state = self.bluetoothd_state()
+                if attempt == 2:
+                    tail = self.bluetoothd_log_tail()
+                    raise RuntimeError(f"{err}; bluetoothd {state}; {tail}") from err
+                notes.append(f"{err}; bluetoothd {state}: restarted it")
+                await asyncio.to_thread(self.daemons.restart_bluetoothd)
         return notes
+
+    def bluetoothd_state(self) -> str:
+        proc = self.daemons.bluetoothd
+        code = None if proc is None else proc.poll()
+        return "running" if proc is not None and code is None else f"exited ({code})"
+
+    def bluetoothd_log_tail(self, lines: int = 12) -> str:
+        """The end of bluetoothd's log, for a failure message that CI prints (its work
+        directory stays on the CI machine)."""
+        path = self.work / "bluetoothd.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "bluetoothd.log ends: " + " | ".join(text.splitlines()[-lines:])
 
     def pairings(self, address: str) -> int | None:
         return self.peer(address).pairings
@@ -213,6 +240,8 @@ async def wait_for_adapter(adapter: str, within_s: float = 120.0) -> str | None:
 
 
 AUTO_ENABLE_GRACE_S = 20.0
+# How long one attempt of `RealRig.wait_adapters` waits for each adapter (the second: twice).
+ADAPTER_WAIT_S = 60.0
 # A restarted bluetoothd has taken up every controller within a few seconds in every run seen.
 REGISTER_GRACE_S = 30.0
 
