@@ -30,7 +30,14 @@ from tests.realbluez import scenarios
 from tests.realbluez.gateway_run import bluetoothd_restart, gateway_scenario
 from tests.realbluez.guest_boards import ADAPTERS, BOARDS, PAIRING
 from tests.realbluez.pairing import lost_bond
-from tests.realbluez.peer import HostController, PeerBms, RigLink, host_controller
+from tests.realbluez.peer import (
+    HostController,
+    PeerBms,
+    RigLink,
+    VhciSink,
+    host_controller,
+    vhci_sink,
+)
 from tests.realbluez.probes import all_probes
 from tests.realbluez.scenarios import Bms, Outcome
 
@@ -97,13 +104,16 @@ class RealRig:
         # What the rig had to do beyond waiting after a restart, for the scenario's summary.
         self.restart_notes: list[str] = []
         self.controllers: dict[str, HostController] = {}
+        self.sinks: dict[str, VhciSink] = {}
 
     async def start(self) -> None:
         for index in range(len(ADAPTERS)):  # the kernel numbers vhci controllers in order
             transport = await open_transport("vhci")
             self._transports.append(transport)
+            sink = vhci_sink(transport)
+            self.sinks[f"hci{index}"] = sink
             self.controllers[f"hci{index}"] = host_controller(
-                f"hci{index}", index, transport.source, transport.sink, self.link
+                f"hci{index}", index, transport.source, sink, self.link
             )
             await wait_for_adapter(f"hci{index}")
         for name, spec in BOARDS.items():
@@ -148,7 +158,7 @@ class RealRig:
                     note = await wait_for_adapter(adapter, ADAPTER_WAIT_S * attempt)
                     if note:
                         notes.append(note)
-                return notes
+                return notes + self.refused_packets()
             except RuntimeError as err:
                 state = self.bluetoothd_state()
                 if attempt == 2:
@@ -157,6 +167,16 @@ class RealRig:
                 notes.append(f"{err}; bluetoothd {state}: restarted it")
                 await asyncio.to_thread(self.daemons.restart_bluetoothd)
         return notes
+
+    def refused_packets(self) -> list[str]:
+        """Packets the kernel refused since the last call (see `VhciSink`), as a note."""
+        refused = {name: sink.dropped for name, sink in self.sinks.items() if sink.dropped}
+        for sink in self.sinks.values():
+            sink.dropped = 0
+        if not refused:
+            return []
+        listed = ", ".join(f"{name} {count}" for name, count in refused.items())
+        return [f"packets of a controller that was down, refused by the kernel: {listed}"]
 
     def bluetoothd_state(self) -> str:
         proc = self.daemons.bluetoothd
