@@ -198,10 +198,9 @@ class RealRig:
 
     async def restart_bluez(self) -> None:
         """`systemctl restart bluetooth`, and once more if the new bluetoothd has not taken up
-        every controller: CI saw it once (1 run in about 6) register one of the six vhci
-        controllers only, after the SIGTERM that followed the lost-bond crash; the others never
-        appeared as adapters (UnknownObject), so no BMS on them could be read by anybody. An
-        administrator restarts it again; the summary says when the rig had to."""
+        every controller within REGISTER_GRACE_S, as an administrator would; the summary says
+        when the rig had to. The cause seen in CI (a controller cut off from the kernel by
+        bumble's transport) is gone with `VhciSink` (docs/bluez.md fact 18)."""
         await asyncio.to_thread(self.daemons.restart_bluetoothd)
         missing = await adapters_missing(ADAPTERS, REGISTER_GRACE_S)
         if missing:
