@@ -7,7 +7,8 @@ Under CI (`CI=true`) neither is allowed: the tier must run, a skip fails the run
 Knobs: REALBLUEZ_READS (100), REALBLUEZ_GATEWAY_S (300), REALBLUEZ_ONLY (labels, `|`-separated),
 REALBLUEZ_ACCEL (kvm|tcg), REALBLUEZ_DEBUG (bluetoothd -d; a core pattern into the work
 dir), REALBLUEZ_WEDGE (run the wedged-controller probe on the real rig too, where it kills
-bluetoothd 5.66),
+bluetoothd 5.66), REALBLUEZ_BTMON (every controller's HCI traffic into hci.btsnoop in the work
+dir, for `btmon -r`),
 REALBLUEZ_DEADLINE_S (2400: the whole VM run; it only stops a hung VM, `vm.deadline_s`).
 """
 
@@ -29,6 +30,7 @@ ENV_KNOBS = (
     "REALBLUEZ_ONLY",
     "REALBLUEZ_DEBUG",
     "REALBLUEZ_WEDGE",
+    "REALBLUEZ_BTMON",
 )
 
 

@@ -51,6 +51,7 @@ class Daemons:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.bluetoothd: subprocess.Popen[bytes] | None = None
+        self.btmon: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     def start(self) -> None:
@@ -60,6 +61,13 @@ class Daemons:
             Path(path).mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
         subprocess.run(["dbus-daemon", "--system", "--fork"], check=True)
+        if os.environ.get("REALBLUEZ_BTMON"):
+            # Every controller's HCI traffic, across bluetoothd restarts (the monitor channel).
+            self.btmon = subprocess.Popen(
+                ["btmon", "-w", str(self.work / "hci.btsnoop")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         self.start_bluetoothd()
 
     def start_bluetoothd(self) -> None:
