@@ -113,6 +113,7 @@ class RealRig:
         self.restart_notes: list[str] = []
         self.controllers: dict[str, HostController] = {}
         self.sinks: dict[str, VhciSink] = {}
+        self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for index in range(len(ADAPTERS)):  # the kernel numbers vhci controllers in order
@@ -128,6 +129,7 @@ class RealRig:
             peer = PeerBms(spec, self.link, pairing=PAIRING.get(name, "none"))
             await peer.start()
             self.peers[name] = peer
+        self._supervisor = asyncio.create_task(self.link.supervise())
 
     def peer(self, address: str) -> PeerBms:
         return next(p for p in self.peers.values() if p.spec.address == address)
@@ -177,14 +179,19 @@ class RealRig:
         return notes
 
     def refused_packets(self) -> list[str]:
-        """Packets the kernel refused since the last call (see `VhciSink`), as a note."""
+        """What the rig's radio did since the last call that a real one does too: packets the
+        kernel refused (`VhciSink`), links ended by supervision timeout (`RigLink`)."""
+        notes = []
         refused = {name: sink.dropped for name, sink in self.sinks.items() if sink.dropped}
         for sink in self.sinks.values():
             sink.dropped = 0
-        if not refused:
-            return []
-        listed = ", ".join(f"{name} {count}" for name, count in refused.items())
-        return [f"packets of a controller that was down, refused by the kernel: {listed}"]
+        if refused:
+            listed = ", ".join(f"{name} {count}" for name, count in refused.items())
+            notes.append(f"packets of a controller that was down, refused by the kernel: {listed}")
+        if self.link.supervision_timeouts:
+            notes.append(f"links ended by supervision timeout: {self.link.supervision_timeouts}")
+            self.link.supervision_timeouts = 0
+        return notes
 
     def bluetoothd_state(self) -> str:
         proc = self.daemons.bluetoothd
@@ -219,6 +226,8 @@ class RealRig:
             await asyncio.to_thread(self.daemons.restart_bluetoothd)
 
     async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         for transport in self._transports:
             with contextlib.suppress(Exception):
                 await transport.close()

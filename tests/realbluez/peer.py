@@ -54,15 +54,70 @@ HOST_ADDRESS_PREFIX = "0A:B1:0E:00:00"
 # first contact's failure). Host-side controllers therefore claim neither feature.
 _HOST_FEATURES_OFF = hci.LeFeatureMask.LE_EXTENDED_ADVERTISING | hci.LeFeatureMask.LL_PRIVACY
 
+# A connection whose other end has forgotten it ends after this long (`RigLink`); JK modules
+# and Linux agree on supervision timeouts of a few seconds.
+SUPERVISION_TIMEOUT_S = 4.0
+
 
 class RigLink(LocalLink):
-    """bumble's `LocalLink`, with LE data sent from the address its connection uses.
+    """bumble's `LocalLink`, with LE data sent from the address its connection uses, and a
+    supervision timeout.
 
     bumble 0.0.236 tags every LE packet with the sender's *random* address, whatever address
     the connection was made with; the receiver looks the connection up by it. That only
     works while every central connects with its random address. The rig's adapters have
     public addresses (`host_controller`) and Linux connects with those, so the source must
-    be the connection's own address (the scan's random address is another one)."""
+    be the connection's own address (the scan's random address is another one).
+
+    On the air a link whose other end has gone quiet ends on both sides after the
+    supervision timeout; bumble's link keeps a connection until a TerminateInd arrives. When
+    one end forgot a connection without telling the other (an event the kernel refused while
+    the controller was down, a controller reset), the other end stayed connected for good: a
+    board that never advertised again, an adapter whose every Connect to it hung. `supervise`
+    ends such a half connection as a radio would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._alone_since: dict[tuple[int, int, str], float] = {}
+        self.supervision_timeouts = 0
+
+    async def supervise(self) -> None:
+        """Check every connection once a second; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            self.check_supervision(loop.time())
+
+    def check_supervision(self, now: float) -> None:
+        alone: dict[tuple[int, int, str], float] = {}
+        for controller in list(self.controllers):
+            for connection in list(controller.le_connections.values()):
+                if self._other_end(controller, connection):
+                    continue
+                key = (id(controller), connection.handle, str(connection.peer_address))
+                since = self._alone_since.get(key, now)
+                if now - since < SUPERVISION_TIMEOUT_S:
+                    alone[key] = since
+                    continue
+                log.warning(
+                    "%s: supervision timeout of its link to %s (the other end forgot it)",
+                    controller.name,
+                    connection.peer_address,
+                )
+                self.supervision_timeouts += 1
+                controller.on_le_disconnected(
+                    connection, hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
+                )
+        self._alone_since = alone
+
+    def _other_end(self, controller: Controller, connection: Any) -> bool:
+        for other in self.controllers:
+            if other is controller:
+                continue
+            theirs = other.le_connections.get(connection.self_address)
+            if theirs is not None and theirs.self_address == connection.peer_address:
+                return True
+        return False
 
     def send_acl_data(
         self,
@@ -133,11 +188,15 @@ class HostController(Controller):
         )
 
     def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> Any:
+        """A reset ends the Link Layer's connections (Core Vol 4 Part E 7.3.2), without an
+        event to the host, which has forgotten them too; the boards notice by supervision
+        timeout (`RigLink`). bumble's own reset keeps every connection."""
         if self.wedged:
             log.warning("%s reset: no longer wedged", self.name)
         self.wedged = False
         self._held = None
         self.pending_le_connection = None
+        self.le_connections.clear()
         return super().on_hci_reset_command(command)
 
 
