@@ -24,9 +24,10 @@ PAHO_ONLY_FOR_PROXIES = ("urllib.request",)
 
 
 class _Deferred(types.ModuleType):
-    def __getattr__(self, attr: str) -> Any:  # only reached for names it does not hold yet
-        if attr.startswith("__") and attr.endswith("__"):
-            raise AttributeError(attr)  # introspection (copy, pickle, help) must not load it
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for a name the stand-in does not hold: everything but `__name__`,
+        # `__spec__` and `__file__` (what the import system and `inspect` read), so
+        # `__all__` for a star import loads it as well.
         return getattr(_load(self), attr)
 
 

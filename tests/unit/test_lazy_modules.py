@@ -46,7 +46,7 @@ def test_a_deferred_module_is_the_real_one_for_every_kind_of_import() -> None:
         stand_in = sys.modules["urllib.request"]
         import urllib.request                      # binds the package; loads nothing
         print("http.client" in sys.modules)
-        repr(stand_in), hasattr(stand_in, "__wrapped__")  # introspection does not load it
+        repr(stand_in), stand_in.__file__, stand_in.__spec__  # nor does what `inspect` reads
         print("http.client" in sys.modules)
         from urllib.request import Request         # the first real use loads it
         print(Request.__module__, "http.client" in sys.modules)
@@ -61,6 +61,19 @@ def test_a_deferred_module_is_the_real_one_for_every_kind_of_import() -> None:
         "True True",
         "module True",
     ]
+
+
+def test_a_star_import_of_a_deferred_module_gets_its_public_names() -> None:
+    out = run(
+        """
+        from bluez_jk.lazy_modules import defer
+        defer("urllib.request")
+        names = {}
+        exec("from urllib.request import *", names)
+        print("urlopen" in names, "Request" in names)
+        """
+    )
+    assert out == "True True"
 
 
 def test_defer_leaves_imported_and_missing_modules_alone() -> None:
