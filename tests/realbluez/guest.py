@@ -168,7 +168,7 @@ class RealRig:
                     note = await wait_for_adapter(adapter, ADAPTER_WAIT_S * attempt)
                     if note:
                         notes.append(note)
-                return notes + self.refused_packets()
+                return notes + self.radio_notes()
             except RuntimeError as err:
                 state = self.bluetoothd_state()
                 if attempt == 2:
@@ -178,7 +178,7 @@ class RealRig:
                 await asyncio.to_thread(self.daemons.restart_bluetoothd)
         return notes
 
-    def refused_packets(self) -> list[str]:
+    def radio_notes(self) -> list[str]:
         """What the rig's radio did since the last call that a real one does too: packets the
         kernel refused (`VhciSink`), links ended by supervision timeout (`RigLink`)."""
         notes = []
