@@ -19,9 +19,6 @@ import sys
 import types
 from typing import Any
 
-# The names the gateway defers (bluez_jk/gateway/__init__.py).
-PAHO_ONLY_FOR_PROXIES = ("urllib.request",)
-
 
 class _Deferred(types.ModuleType):
     def __getattr__(self, attr: str) -> Any:

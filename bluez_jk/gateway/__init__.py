@@ -1,7 +1,7 @@
 """The long-running MQTT gateway: configuration, scheduling, publishing, commands."""
 
-from bluez_jk.lazy_modules import PAHO_ONLY_FOR_PROXIES, defer
+from bluez_jk.lazy_modules import defer
 
-# Before any module of this package imports paho (bluez_jk/lazy_modules.py says why).
-for _name in PAHO_ONLY_FOR_PROXIES:
-    defer(_name)
+# Before any module of this package imports paho, which imports urllib.request only for its
+# proxy settings (bluez_jk/lazy_modules.py).
+defer("urllib.request")
